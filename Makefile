@@ -1,0 +1,58 @@
+# pullthrough developer commands. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 5000
+DATA_DIR ?= .pullthrough
+# Debian packages the end-to-end tests drive: a real upstream registry and real pull clients.
+DEBIAN_PACKAGES := docker-registry skopeo podman containerd umoci busybox-static runc wrk uidmap
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: help install run test lint typecheck unit system-deps bench clean
+
+help: ## Show this help
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(BIN)/pullthrough: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+install: $(BIN)/pullthrough ## Create .venv and install pullthrough with its dev tools
+
+run: install ## Start the cache on 127.0.0.1:5000 with the built-in rules
+	$(BIN)/pullthrough serve --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)
+
+system-deps: ## Install the Debian packages the end-to-end tests use (no service is started)
+	@missing=""; for pkg in $(DEBIAN_PACKAGES); do dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		printf '#!/bin/sh\nexit 101\n' | $(SUDO) tee /usr/sbin/policy-rc.d >/dev/null; $(SUDO) chmod +x /usr/sbin/policy-rc.d; \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+		status=$$?; $(SUDO) rm -f /usr/sbin/policy-rc.d; exit $$status; \
+	fi
+
+lint: install ## ruff
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: install ## mypy --strict
+	$(BIN)/mypy --strict src
+
+unit: install ## Unit, contract and API tests only (seconds)
+	$(BIN)/pytest -m "not e2e" -q
+
+test: system-deps install lint typecheck ## Everything: static checks, unit, contract, API and end-to-end tests
+	$(BIN)/pytest -q
+
+bench: system-deps install ## Benchmarks against distribution's proxy (prints a table; minutes)
+	$(BIN)/python bench/bench_pull.py
+
+clean: ## Remove the virtualenv and local data
+	rm -rf $(VENV) $(DATA_DIR) build *.egg-info src/*.egg-info

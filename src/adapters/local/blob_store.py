@@ -1,0 +1,90 @@
+"""Content-addressed files: written to a temp file, verified, fsynced, then renamed into place."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from core.digest import Digest, DigestVerifier
+from core.errors import DigestMismatch
+from core.ports import LocalBlob
+
+
+class FileBlobWriter:
+    def __init__(self, final_path: Path, temp_dir: Path, digest: Digest) -> None:
+        self._final_path = final_path
+        fd, temp_name = tempfile.mkstemp(dir=temp_dir, prefix=f"{digest.encoded[:16]}.")
+        self.temp_path = Path(temp_name)
+        self._file = os.fdopen(fd, "wb")
+        self._verifier = DigestVerifier(digest)
+
+    @property
+    def written(self) -> int:
+        return self._verifier.size
+
+    def write(self, chunk: bytes) -> None:
+        self._file.write(chunk)
+        self._verifier.update(chunk)
+
+    def flush(self) -> None:
+        """Makes what was written so far readable through temp_path (the local filler streams from it)."""
+        self._file.flush()
+
+    def commit(self) -> int:
+        self._file.flush()
+        if not self._verifier.matches():
+            self.abort()
+            raise DigestMismatch(f"content does not match {self._verifier.expected}")
+        os.fsync(self._file.fileno())
+        self._file.close()
+        self._final_path.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self.temp_path, self._final_path)
+        _fsync_dir(self._final_path.parent)
+        return self._verifier.size
+
+    def abort(self) -> None:
+        self._file.close()
+        self.temp_path.unlink(missing_ok=True)
+
+
+class FileBlobStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._temp_dir = root / "tmp"
+        self._temp_dir.mkdir(parents=True, exist_ok=True)
+
+    def path(self, digest: Digest) -> Path:
+        return self.root / "blobs" / digest.algorithm / digest.encoded[:2] / digest.encoded
+
+    def exists(self, digest: Digest) -> bool:
+        return self.path(digest).is_file()
+
+    def read(self, digest: Digest) -> bytes | None:
+        try:
+            return self.path(digest).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def put(self, digest: Digest, data: bytes) -> None:
+        writer = self.writer(digest)
+        writer.write(data)
+        writer.commit()
+
+    def writer(self, digest: Digest) -> FileBlobWriter:
+        return FileBlobWriter(self.path(digest), self._temp_dir, digest)
+
+    def locate(self, digest: Digest, *, head: bool) -> LocalBlob | None:
+        path = self.path(digest)
+        try:
+            return LocalBlob(str(path), path.stat().st_size)
+        except FileNotFoundError:
+            return None
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,106 @@
+"""Cache metadata in SQLite (WAL): safe for several server processes sharing one data directory."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+from core.digest import Digest
+from core.ports import ManifestRecord, TagRecord
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tags (
+    scope TEXT NOT NULL, repository TEXT NOT NULL, tag TEXT NOT NULL,
+    digest TEXT NOT NULL, media_type TEXT NOT NULL, size INTEGER NOT NULL,
+    checked_at REAL NOT NULL, pulled_at REAL NOT NULL,
+    PRIMARY KEY (scope, repository, tag)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS manifests (
+    scope TEXT NOT NULL, digest TEXT NOT NULL, repository TEXT NOT NULL,
+    media_type TEXT NOT NULL, size INTEGER NOT NULL,
+    PRIMARY KEY (scope, digest)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS blobs (
+    scope TEXT NOT NULL, digest TEXT NOT NULL, size INTEGER NOT NULL,
+    PRIMARY KEY (scope, digest)
+) WITHOUT ROWID;
+"""
+
+
+class SqliteMetadataStore:
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._local = threading.local()
+        with self._connect() as db:
+            db.executescript(_SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self._path, timeout=30, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes, fast commits
+        return db
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        # One connection per thread: the server answers requests from a thread pool.
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = self._local.db = self._connect()
+        return db
+
+    # -- tags -----------------------------------------------------------------------------------------------------
+
+    def get_tag(self, scope: str, repository: str, tag: str) -> TagRecord | None:
+        row = self._db.execute(
+            "SELECT digest, media_type, size, checked_at, pulled_at FROM tags"
+            " WHERE scope = ? AND repository = ? AND tag = ?",
+            (scope, repository, tag),
+        ).fetchone()
+        if row is None:
+            return None
+        digest, media_type, size, checked_at, pulled_at = row
+        return TagRecord(ManifestRecord(Digest.parse(digest), media_type, size), checked_at, pulled_at)
+
+    def put_tag(self, scope: str, repository: str, tag: str, record: TagRecord) -> None:
+        manifest = record.manifest
+        self._db.execute(
+            "INSERT OR REPLACE INTO tags VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (scope, repository, tag, str(manifest.digest), manifest.media_type, manifest.size,
+             record.checked_at, record.pulled_at),
+        )  # fmt: skip
+
+    def record_pull(self, scope: str, repository: str, tag: str, pulled_at: float) -> None:
+        self._db.execute(
+            "UPDATE tags SET pulled_at = max(pulled_at, ?) WHERE scope = ? AND repository = ? AND tag = ?",
+            (pulled_at, scope, repository, tag),
+        )
+
+    def list_tags(self, scope: str, repository: str) -> list[str]:
+        rows = self._db.execute("SELECT tag FROM tags WHERE scope = ? AND repository = ?", (scope, repository))
+        return [tag for (tag,) in rows]
+
+    def list_repositories(self) -> list[tuple[str, str]]:
+        rows = self._db.execute("SELECT scope, repository FROM tags UNION SELECT scope, repository FROM manifests")
+        return [(scope, repository) for scope, repository in rows]
+
+    # -- content --------------------------------------------------------------------------------------------------
+
+    def get_manifest(self, scope: str, digest: Digest) -> ManifestRecord | None:
+        row = self._db.execute(
+            "SELECT media_type, size FROM manifests WHERE scope = ? AND digest = ?", (scope, str(digest))
+        ).fetchone()
+        return None if row is None else ManifestRecord(digest, row[0], row[1])
+
+    def put_manifest(self, scope: str, repository: str, record: ManifestRecord) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO manifests VALUES (?, ?, ?, ?, ?)",
+            (scope, str(record.digest), repository, record.media_type, record.size),
+        )
+
+    def get_blob(self, scope: str, digest: Digest) -> int | None:
+        row = self._db.execute("SELECT size FROM blobs WHERE scope = ? AND digest = ?", (scope, str(digest))).fetchone()
+        return None if row is None else int(row[0])
+
+    def put_blob(self, scope: str, digest: Digest, size: int) -> None:
+        self._db.execute("INSERT OR REPLACE INTO blobs VALUES (?, ?, ?)", (scope, str(digest), size))

@@ -1,0 +1,218 @@
+"""The pull-through service: answer from the cache when it can, from the upstream (and remember) when it must."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from core.digest import Digest
+from core.errors import (
+    DigestMismatch,
+    ManifestInvalid,
+    ManifestUnknown,
+    PaginationNumberInvalid,
+    TooManyRequests,
+    Unavailable,
+)
+from core.mediatypes import (
+    DOCKER_MANIFEST_LIST,
+    OCI_INDEX,
+    Accept,
+    Manifest,
+    detect_media_type,
+    select_platform_child,
+)
+from core.ports import (
+    BlobBody,
+    BlobFiller,
+    BlobStore,
+    ManifestRecord,
+    MetadataStore,
+    SizeOnly,
+    TagRecord,
+    Upstream,
+    Upstreams,
+)
+from core.reference import Reference
+from core.rules import Route, RuleSet
+
+log = logging.getLogger(__name__)
+
+UPSTREAM_FAILURES = (Unavailable, TooManyRequests)
+# Writing the last-pull time on every request would make every hit a write; minute precision is plenty.
+PULL_RECORD_GRANULARITY_SECONDS = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class ServedManifest:
+    record: ManifestRecord
+    data: bytes | None  # None when only headers were asked for
+    warning: str | None = None  # set when a stale copy is served because the upstream failed
+
+
+@dataclass(frozen=True, slots=True)
+class TagList:
+    name: str
+    tags: list[str]
+    has_more: bool
+
+
+class PullThroughCache:
+    def __init__(
+        self,
+        rules: RuleSet,
+        metadata: MetadataStore,
+        blobs: BlobStore,
+        upstreams: Upstreams,
+        filler: BlobFiller,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.rules = rules
+        self._metadata = metadata
+        self._blobs = blobs
+        self._upstreams = upstreams
+        self._filler = filler
+        self._clock = clock
+
+    # -- manifests ------------------------------------------------------------------------------------------------
+
+    def manifest(self, name: str, reference: str, accept: Accept, *, with_body: bool) -> ServedManifest:
+        route = self.rules.route(name)
+        ref = Reference.parse(reference)
+        if ref.digest is not None:
+            record, warning = self._manifest_by_digest(route, ref.digest), None
+        else:
+            assert ref.tag is not None
+            record, warning = self._manifest_by_tag(route, ref.tag)
+        if not accept.allows(record.media_type):
+            record = self._negotiate(route, record, accept, by_tag=ref.tag is not None)
+        data = self._read_manifest(route, record) if with_body else None
+        return ServedManifest(record, data, warning)
+
+    def _manifest_by_digest(self, route: Route, digest: Digest) -> ManifestRecord:
+        record = self._metadata.get_manifest(route.scope, digest)
+        if record is not None and self._blobs.exists(digest):
+            return record
+        upstream = self._upstream(route)
+        fetched = upstream.get_manifest(route.repository, str(digest))
+        return self._store_manifest(route, fetched.data, fetched.content_type, digest)
+
+    def _manifest_by_tag(self, route: Route, tag: str) -> tuple[ManifestRecord, str | None]:
+        now = self._clock()
+        cached = self._metadata.get_tag(route.scope, route.repository, tag)
+        if cached is not None and now - cached.checked_at < route.rule.tag_ttl_seconds:
+            if now - cached.pulled_at >= PULL_RECORD_GRANULARITY_SECONDS:
+                self._metadata.record_pull(route.scope, route.repository, tag, now)
+            return cached.manifest, None
+        try:
+            record = self._revalidate(route, tag, cached)
+        except UPSTREAM_FAILURES as exc:
+            if cached is None:
+                raise
+            log.warning("serving stale %s/%s:%s: %s", route.scope, route.repository, tag, exc.message)
+            return cached.manifest, f"serving a cached copy: upstream failed ({exc.code})"
+        self._metadata.put_tag(route.scope, route.repository, tag, TagRecord(record, now, now))
+        return record, None
+
+    def _revalidate(self, route: Route, tag: str, cached: TagRecord | None) -> ManifestRecord:
+        """A HEAD (free on Docker Hub) tells whether the cached digest still holds; GET only what changed."""
+        upstream = self._upstream(route)
+        if cached is not None:
+            head = upstream.head_manifest(route.repository, tag)
+            if head.digest == cached.manifest.digest:
+                return cached.manifest
+            if head.digest is not None:
+                return self._manifest_by_digest(route, head.digest)
+        fetched = upstream.get_manifest(route.repository, tag)
+        expected = Digest.parse(fetched.digest_header) if fetched.digest_header else Digest.of(fetched.data)
+        return self._store_manifest(route, fetched.data, fetched.content_type, expected)
+
+    def _store_manifest(self, route: Route, data: bytes, content_type: str | None, digest: Digest) -> ManifestRecord:
+        if Digest.of(data, digest.algorithm) != digest:
+            raise DigestMismatch(f"upstream manifest does not match {digest}")
+        record = ManifestRecord(digest, detect_media_type(data, content_type), len(data))
+        self._blobs.put(digest, data)
+        self._metadata.put_manifest(route.scope, route.repository, record)
+        return record
+
+    def _read_manifest(self, route: Route, record: ManifestRecord) -> bytes:
+        data = self._blobs.read(record.digest)
+        if data is None:  # the metadata outlived its bytes: fetch them again
+            data = self._upstream(route).get_manifest(route.repository, str(record.digest)).data
+            self._store_manifest(route, data, record.media_type, record.digest)
+        return data
+
+    def _negotiate(self, route: Route, record: ManifestRecord, accept: Accept, *, by_tag: bool) -> ManifestRecord:
+        """Distribution's rules: an old client asking for a manifest list by tag gets the linux/amd64 image."""
+        if record.media_type == DOCKER_MANIFEST_LIST:
+            if not by_tag:
+                return record
+            index = Manifest(self._read_manifest(route, record), record.media_type, record.digest)
+            child = select_platform_child(index)
+            if child is None:
+                raise ManifestUnknown("manifest list has no linux/amd64 image for a client that does not accept lists")
+            child_record = self._manifest_by_digest(route, child)
+            if not accept.allows(child_record.media_type):
+                raise ManifestInvalid(f"no manifest type acceptable to the client (found {child_record.media_type})")
+            return child_record
+        if record.media_type == OCI_INDEX:
+            raise ManifestUnknown("OCI index found, but accept header does not support OCI indexes")
+        raise ManifestUnknown(f"{record.media_type} found, but accept header does not support it")
+
+    # -- blobs ----------------------------------------------------------------------------------------------------
+
+    def blob(self, name: str, digest_text: str, *, head: bool) -> BlobBody:
+        route = self.rules.route(name)
+        digest = Digest.parse(digest_text)
+        size = self._metadata.get_blob(route.scope, digest)
+        if size is not None:
+            body = self._blobs.locate(digest, head=head)
+            if body is not None:
+                return body
+        upstream = self._upstream(route)
+        if self._blobs.exists(digest):
+            # Stored for another rule: link it here once this rule's upstream shows it has it too.
+            upstream_size = upstream.head_blob(route.repository, digest)
+            if upstream_size is not None:
+                self._metadata.put_blob(route.scope, digest, upstream_size)
+                located = self._blobs.locate(digest, head=head)
+                if located is not None:
+                    return located
+        if head:
+            upstream_size = upstream.head_blob(route.repository, digest)
+            if upstream_size is not None:
+                return SizeOnly(upstream_size)
+        return self._filler.fill(
+            digest,
+            source=lambda: upstream.open_blob(route.repository, digest),
+            on_commit=lambda committed_size: self._metadata.put_blob(route.scope, digest, committed_size),
+        )
+
+    # -- discovery ------------------------------------------------------------------------------------------------
+
+    def tags(self, name: str, n: int | None, last: str | None) -> TagList:
+        route = self.rules.route(name)
+        if n is not None and n < 0:
+            raise PaginationNumberInvalid(f"n must be a non-negative integer, got {n}")
+        if n == 0:
+            return TagList(name, [], False)
+        try:
+            page = self._upstream(route).list_tags(route.repository, n, last)
+            tags, upstream_has_more = page.tags, page.has_more
+        except UPSTREAM_FAILURES:
+            tags, upstream_has_more = self._metadata.list_tags(route.scope, route.repository), False
+            if not tags:
+                raise
+        # Some registries ignore n and last (distribution 2.8 does), so page whatever came back.
+        tags = sorted(tag for tag in tags if last is None or tag > last)
+        if n is not None and len(tags) > n:
+            return TagList(name, tags[:n], True)
+        return TagList(name, tags, upstream_has_more)
+
+    def catalog(self) -> list[str]:
+        return sorted(f"{scope}/{repository}" for scope, repository in self._metadata.list_repositories())
+
+    def _upstream(self, route: Route) -> Upstream:
+        return self._upstreams.for_rule(route.rule)

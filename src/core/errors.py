@@ -1,0 +1,118 @@
+"""One exception per OCI error code; the HTTP layer renders them as {"errors": [...]}."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class RegistryError(Exception):
+    code: ClassVar[str] = "UNKNOWN"
+    http_status: ClassVar[int] = 500
+    default_message: ClassVar[str] = "unknown error"
+
+    def __init__(self, message: str | None = None, *, detail: Any = None) -> None:
+        self.message = message or self.default_message
+        self.detail = detail
+        super().__init__(self.message)
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+    def to_body(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.detail is not None:
+            error["detail"] = self.detail
+        return {"errors": [error]}
+
+
+class BlobUnknown(RegistryError):
+    code, http_status, default_message = "BLOB_UNKNOWN", 404, "blob unknown to registry"
+
+
+class ManifestUnknown(RegistryError):
+    code, http_status, default_message = "MANIFEST_UNKNOWN", 404, "manifest unknown"
+
+
+class NameUnknown(RegistryError):
+    code, http_status, default_message = "NAME_UNKNOWN", 404, "repository name not known to registry"
+
+
+class NameInvalid(RegistryError):
+    code, http_status, default_message = "NAME_INVALID", 400, "invalid repository name"
+
+
+class TagInvalid(RegistryError):
+    code, http_status, default_message = "TAG_INVALID", 400, "invalid tag"
+
+
+class DigestInvalid(RegistryError):
+    code, http_status, default_message = "DIGEST_INVALID", 400, "provided digest did not match uploaded content"
+
+
+class ManifestInvalid(RegistryError):
+    code, http_status, default_message = "MANIFEST_INVALID", 400, "manifest invalid"
+
+
+class PaginationNumberInvalid(RegistryError):
+    code, http_status, default_message = "PAGINATION_NUMBER_INVALID", 400, "invalid number of results requested"
+
+
+class RangeInvalid(RegistryError):
+    code, http_status, default_message = "RANGE_INVALID", 416, "requested range not satisfiable"
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"range not satisfiable for a blob of {size} bytes")
+        self.size = size
+
+    def headers(self) -> dict[str, str]:
+        return {"Content-Range": f"bytes */{self.size}"}
+
+
+class Unauthorized(RegistryError):
+    code, http_status, default_message = "UNAUTHORIZED", 401, "authentication required"
+
+
+class Denied(RegistryError):
+    code, http_status, default_message = "DENIED", 403, "requested access to the resource is denied"
+
+
+class Unsupported(RegistryError):
+    code, http_status, default_message = (
+        "UNSUPPORTED",
+        405,
+        "the operation is unsupported: this registry is a read-only cache",
+    )
+
+
+class TooManyRequests(RegistryError):
+    code, http_status, default_message = "TOOMANYREQUESTS", 429, "too many requests"
+
+    def __init__(self, message: str | None = None, *, retry_after: int = 60) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
+class Unavailable(RegistryError):
+    code, http_status, default_message = "UNAVAILABLE", 503, "service unavailable"
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "10"}
+
+
+class DigestMismatch(RegistryError):
+    """Content (always from an upstream, this cache being read-only) did not match its digest: a bad gateway."""
+
+    code, http_status, default_message = "DIGEST_INVALID", 502, "upstream content did not match its digest"
+
+
+class ReferrersUnsupported(RegistryError):
+    """404 makes clients fall back to the referrers tag schema, which the tag cache serves."""
+
+    code, http_status, default_message = (
+        "UNSUPPORTED",
+        404,
+        "the referrers API is not supported; use the referrers tag schema",
+    )

@@ -1,0 +1,183 @@
+"""The ports the pull-through service needs; adapters implement them (local files + SQLite, S3 + DynamoDB, HTTP)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Protocol
+
+from core.digest import Digest
+from core.rules import Rule
+
+# -- what a stored or streamed blob looks like to the HTTP layer --------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LocalBlob:
+    """A verified blob on the local disk: the HTTP layer serves the file (with Range) itself."""
+
+    path: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamedBlob:
+    """A blob still arriving from the upstream; `chunks(offset, length)` yields its bytes as they are verified."""
+
+    size: int
+    chunks: Callable[[int, int], Iterator[bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class Redirect:
+    """The bytes live elsewhere (an S3 presigned URL): the HTTP layer answers 307."""
+
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
+class SizeOnly:
+    """Answer to a HEAD that needs no body."""
+
+    size: int
+
+
+BlobBody = LocalBlob | StreamedBlob | Redirect | SizeOnly
+
+
+# -- records kept in the metadata store --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestRecord:
+    digest: Digest
+    media_type: str
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class TagRecord:
+    manifest: ManifestRecord
+    checked_at: float  # last time the upstream confirmed (or gave) this digest
+    pulled_at: float  # last time a client pulled the tag; the refresh job watches recently pulled tags
+
+
+# -- storage ports -----------------------------------------------------------------------------------------------
+
+
+class BlobWriter(Protocol):
+    """Streams content in; `commit` makes it visible only if it matches the digest, else raises DigestMismatch."""
+
+    def write(self, chunk: bytes) -> None: ...
+
+    def commit(self) -> int: ...
+
+    def abort(self) -> None: ...
+
+
+class BlobStore(Protocol):
+    """Content-addressed bytes, for layers, configs and manifests alike."""
+
+    def exists(self, digest: Digest) -> bool: ...
+
+    def read(self, digest: Digest) -> bytes | None:
+        """Small content (manifests) in one piece; None if absent."""
+
+    def put(self, digest: Digest, data: bytes) -> None:
+        """Store small content, verified against `digest`."""
+
+    def writer(self, digest: Digest) -> BlobWriter: ...
+
+    def locate(self, digest: Digest, *, head: bool) -> BlobBody | None:
+        """How a client gets the bytes: a local file, or a redirect signed for GET or for HEAD."""
+
+
+class MetadataStore(Protocol):
+    """What is cached, per scope (rule): tags, manifests and blobs."""
+
+    def get_tag(self, scope: str, repository: str, tag: str) -> TagRecord | None: ...
+
+    def put_tag(self, scope: str, repository: str, tag: str, record: TagRecord) -> None: ...
+
+    def record_pull(self, scope: str, repository: str, tag: str, pulled_at: float) -> None: ...
+
+    def list_tags(self, scope: str, repository: str) -> list[str]: ...
+
+    def list_repositories(self) -> list[tuple[str, str]]:
+        """(scope, repository) pairs with cached tags or manifests."""
+
+    def get_manifest(self, scope: str, digest: Digest) -> ManifestRecord | None: ...
+
+    def put_manifest(self, scope: str, repository: str, record: ManifestRecord) -> None: ...
+
+    def get_blob(self, scope: str, digest: Digest) -> int | None:
+        """The size of a blob cached for this scope, or None."""
+
+    def put_blob(self, scope: str, digest: Digest, size: int) -> None: ...
+
+
+# -- the upstream registry ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamManifest:
+    data: bytes
+    content_type: str | None
+    digest_header: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamHead:
+    digest: Digest | None
+    media_type: str | None
+    size: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamBlob:
+    size: int | None
+    chunks: Iterator[bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class TagPage:
+    tags: list[str]
+    has_more: bool
+
+
+class Upstream(Protocol):
+    """One upstream registry, as seen through one rule's credentials.
+
+    Errors are raised as the OCI errors a client should see: ManifestUnknown, BlobUnknown, NameUnknown, Denied,
+    TooManyRequests (throttled) and Unavailable (network failure, timeout, 5xx).
+    """
+
+    def head_manifest(self, repository: str, reference: str) -> UpstreamHead: ...
+
+    def get_manifest(self, repository: str, reference: str) -> UpstreamManifest: ...
+
+    def head_blob(self, repository: str, digest: Digest) -> int | None: ...
+
+    def open_blob(self, repository: str, digest: Digest) -> AbstractContextManager[UpstreamBlob]: ...
+
+    def list_tags(self, repository: str, n: int | None, last: str | None) -> TagPage: ...
+
+
+class Upstreams(Protocol):
+    def for_rule(self, rule: Rule) -> Upstream: ...
+
+
+# -- filling the cache -------------------------------------------------------------------------------------------
+
+BlobSource = Callable[[], AbstractContextManager[UpstreamBlob]]
+
+
+class BlobFiller(Protocol):
+    """Copies a missing blob from the upstream into the BlobStore and tells the client where to get it.
+
+    The local filler streams to clients while it writes; a serverless one may fill and then redirect.
+    `on_commit(size)` is called once the blob is verified and visible.
+    """
+
+    def fill(self, digest: Digest, source: BlobSource, on_commit: Callable[[int], None]) -> BlobBody: ...

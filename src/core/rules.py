@@ -1,0 +1,85 @@
+"""Cache rules: which path prefix maps to which upstream registry, and how."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from core.errors import NameUnknown
+from core.reference import validate_name
+
+DEFAULT_TAG_TTL_SECONDS = 24 * 60 * 60  # ECR's fixed window; here it is only the default
+
+
+class RuleInvalid(ValueError):
+    """A rule that cannot be used; raised while loading configuration, never while serving."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    prefix: str
+    upstream: str
+    tag_ttl_seconds: int = DEFAULT_TAG_TTL_SECONDS
+    # Docker Hub keeps official images under library/: `alpine` means `library/alpine` there.
+    library_namespace: bool = False
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        try:
+            validate_name(self.prefix)
+        except Exception as exc:
+            raise RuleInvalid(f"rule prefix {self.prefix!r} is not one or more repository path segments") from exc
+        parts = urlsplit(self.upstream)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise RuleInvalid(f"rule {self.prefix!r}: upstream {self.upstream!r} is not an http(s) registry URL")
+        if parts.path.strip("/") or parts.query or parts.fragment:
+            raise RuleInvalid(f"rule {self.prefix!r}: upstream {self.upstream!r} must be a bare registry URL")
+        if self.tag_ttl_seconds < 0:
+            raise RuleInvalid(f"rule {self.prefix!r}: tag_ttl_seconds must be >= 0")
+
+    @property
+    def upstream_base(self) -> str:
+        return self.upstream.rstrip("/")
+
+    def upstream_repository(self, repository: str) -> str:
+        if self.library_namespace and "/" not in repository:
+            return f"library/{repository}"
+        return repository
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """Where a client's repository name leads: the rule, and the repository name on the upstream."""
+
+    rule: Rule
+    repository: str
+
+    @property
+    def scope(self) -> str:
+        """Cached content is partitioned by rule, so one rule's credentials never serve another's clients."""
+        return self.rule.prefix
+
+
+class RuleSet:
+    def __init__(self, rules: Iterable[Rule]) -> None:
+        self._rules = sorted(rules, key=lambda rule: rule.prefix.count("/"), reverse=True)
+        prefixes = [rule.prefix for rule in self._rules]
+        duplicates = {prefix for prefix in prefixes if prefixes.count(prefix) > 1}
+        if duplicates:
+            raise RuleInvalid(f"duplicate rule prefixes: {sorted(duplicates)}")
+
+    def __iter__(self) -> Iterator[Rule]:
+        return iter(self._rules)
+
+    def route(self, name: str) -> Route:
+        """The longest matching prefix wins; the rest of the name is the upstream repository."""
+        validate_name(name)
+        for rule in self._rules:
+            if name.startswith(rule.prefix + "/"):
+                return Route(rule, rule.upstream_repository(name[len(rule.prefix) + 1 :]))
+        raise NameUnknown(f"no cache rule matches repository {name!r}", detail={"name": name})
+
+    def by_prefix(self, prefix: str) -> Rule | None:
+        return next((rule for rule in self._rules if rule.prefix == prefix), None)

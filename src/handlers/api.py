@@ -1,0 +1,177 @@
+"""The OCI Distribution pull API over HTTP: parse the request, call the cache once, shape the response."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from urllib.parse import urlencode
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from core.cache import PullThroughCache
+from core.errors import (
+    NameUnknown,
+    PaginationNumberInvalid,
+    RangeInvalid,
+    ReferrersUnsupported,
+    RegistryError,
+    Unsupported,
+)
+from core.mediatypes import Accept
+from core.ports import BlobBody, LocalBlob, Redirect, SizeOnly, StreamedBlob
+from handlers.ranges import parse_range
+
+log = logging.getLogger(__name__)
+
+API_VERSION_HEADERS = {"Docker-Distribution-API-Version": "registry/2.0"}
+FILE_CHUNK = 1 << 20
+PULL = ["GET", "HEAD"]
+PUSH_AND_DELETE = ["POST", "PUT", "PATCH", "DELETE"]
+
+
+def create_app(cache: PullThroughCache) -> FastAPI:
+    app = FastAPI(title="pullthrough", docs_url=None, redoc_url=None, openapi_url=None)
+    app.router.redirect_slashes = False  # /v2 and /v2/ are both routes; a redirect would need our public URL
+
+    @app.exception_handler(RegistryError)
+    def registry_error(request: Request, error: RegistryError) -> Response:
+        return _error_response(error)
+
+    @app.exception_handler(StarletteHTTPException)
+    def http_error(request: Request, error: StarletteHTTPException) -> Response:
+        if error.status_code == 405:
+            return _error_response(Unsupported())
+        return _error_response(NameUnknown("no such endpoint"))
+
+    @app.exception_handler(Exception)
+    def unexpected_error(request: Request, error: Exception) -> Response:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return _error_response(RegistryError())
+
+    @app.api_route("/v2/", methods=PULL)
+    @app.api_route("/v2", methods=PULL, include_in_schema=False)
+    def ping() -> Response:
+        return JSONResponse({}, headers=API_VERSION_HEADERS)
+
+    @app.get("/v2/_catalog")
+    def catalog(request: Request) -> Response:
+        names = cache.catalog()
+        return _paginated("/v2/_catalog", "repositories", names, request, {})
+
+    @app.api_route("/v2/{name:path}/manifests/{reference}", methods=PULL)
+    def manifest(name: str, reference: str, request: Request) -> Response:
+        with_body = request.method == "GET"
+        accept = Accept.parse(request.headers.getlist("accept"))
+        served = cache.manifest(name, reference, accept, with_body=with_body)
+        record = served.record
+        headers = {
+            "Content-Type": record.media_type,
+            "Content-Length": str(record.size),
+            "Docker-Content-Digest": str(record.digest),
+            "ETag": f'"{record.digest}"',
+            **API_VERSION_HEADERS,
+        }
+        if served.warning:
+            headers["Warning"] = f'299 - "{served.warning}"'
+        return Response(served.data or b"", headers=headers)
+
+    @app.api_route("/v2/{name:path}/blobs/{digest}", methods=PULL)
+    def blob(name: str, digest: str, request: Request) -> Response:
+        head = request.method == "HEAD"
+        body = cache.blob(name, digest, head=head)
+        return _blob_response(body, digest, request.headers.get("range"), head=head)
+
+    @app.get("/v2/{name:path}/tags/list")
+    def tags(name: str, request: Request) -> Response:
+        n, last = _pagination(request)
+        listing = cache.tags(name, n, last)
+        response = JSONResponse({"name": listing.name, "tags": listing.tags}, headers=API_VERSION_HEADERS)
+        if listing.has_more and listing.tags:
+            query = urlencode({"n": n if n is not None else len(listing.tags), "last": listing.tags[-1]})
+            response.headers["Link"] = f'</v2/{name}/tags/list?{query}>; rel="next"'
+        return response
+
+    @app.get("/v2/{name:path}/referrers/{digest}")
+    def referrers(name: str, digest: str) -> Response:
+        cache.rules.route(name)  # unknown names still get NAME_UNKNOWN
+        raise ReferrersUnsupported()
+
+    @app.api_route("/v2/{path:path}", methods=[*PULL, *PUSH_AND_DELETE])
+    def other(path: str, request: Request) -> Response:
+        if request.method in PULL:
+            raise NameUnknown("no such endpoint")
+        raise Unsupported()
+
+    return app
+
+
+def _error_response(error: RegistryError) -> Response:
+    return JSONResponse(
+        error.to_body(), status_code=error.http_status, headers={**error.headers(), **API_VERSION_HEADERS}
+    )
+
+
+def _blob_response(body: BlobBody, digest: str, range_header: str | None, *, head: bool) -> Response:
+    if isinstance(body, Redirect):
+        return RedirectResponse(body.url, status_code=307)
+    headers = {
+        "Content-Type": "application/octet-stream",
+        "Docker-Content-Digest": digest,
+        "ETag": f'"{digest}"',
+        "Accept-Ranges": "bytes",
+        **API_VERSION_HEADERS,
+    }
+    size = body.size
+    byte_range = parse_range(range_header, size) if range_header else None
+    if byte_range is None:
+        start, length, status = 0, size, 200
+    else:
+        start, end = byte_range
+        if start >= size or end < start:
+            raise RangeInvalid(size)
+        length, status = end - start + 1, 206
+        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+    headers["Content-Length"] = str(length)
+    if head or isinstance(body, SizeOnly) or length == 0:
+        return Response(status_code=status, headers=headers)
+    chunks: Callable[[int, int], Iterator[bytes]]
+    chunks = body.chunks if isinstance(body, StreamedBlob) else _file_chunks(body)
+    return StreamingResponse(chunks(start, length), status_code=status, headers=headers)
+
+
+def _file_chunks(blob: LocalBlob) -> Callable[[int, int], Iterator[bytes]]:
+    def chunks(offset: int, length: int) -> Iterator[bytes]:
+        with open(blob.path, "rb") as file:
+            file.seek(offset)
+            while length > 0:
+                data = file.read(min(FILE_CHUNK, length))
+                if not data:
+                    return
+                length -= len(data)
+                yield data
+
+    return chunks
+
+
+def _pagination(request: Request) -> tuple[int | None, str | None]:
+    raw_n = request.query_params.get("n")
+    n = None
+    if raw_n is not None:
+        if not raw_n.isdigit():
+            raise PaginationNumberInvalid(f"n must be a non-negative integer, got {raw_n[:20]!r}")
+        n = int(raw_n)
+    return n, request.query_params.get("last")
+
+
+def _paginated(path: str, key: str, items: list[str], request: Request, extra: dict[str, str]) -> Response:
+    n, last = _pagination(request)
+    if last is not None:
+        items = [item for item in items if item > last]
+    has_more = n is not None and len(items) > n
+    page = items[:n] if n is not None else items
+    response = JSONResponse({key: page, **extra}, headers=API_VERSION_HEADERS)
+    if has_more and page:
+        response.headers["Link"] = f'<{path}?{urlencode({"n": n, "last": page[-1]})}>; rel="next"'
+    return response

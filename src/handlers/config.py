@@ -1,0 +1,57 @@
+"""Rules files (YAML, so JSON too) and the built-in rules for the common public registries."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from core.rules import DEFAULT_TAG_TTL_SECONDS, Rule, RuleInvalid, RuleSet
+
+BUILTIN_RULES = (
+    Rule("docker-hub", "https://registry-1.docker.io", library_namespace=True),
+    Rule("ghcr", "https://ghcr.io"),
+    Rule("quay", "https://quay.io"),
+    Rule("ecr-public", "https://public.ecr.aws"),
+    Rule("k8s", "https://registry.k8s.io"),
+)
+
+
+class RuleConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    prefix: str
+    upstream: str
+    tag_ttl_seconds: int = Field(default=DEFAULT_TAG_TTL_SECONDS, ge=0)
+    library_namespace: bool = False
+    username: str | None = None
+    password_env: str | None = None  # the name of an environment variable: passwords never sit in rules files
+
+    def to_rule(self) -> Rule:
+        password = None
+        if self.password_env:
+            password = os.environ.get(self.password_env)
+            if password is None:
+                raise RuleInvalid(f"rule {self.prefix!r}: environment variable {self.password_env} is not set")
+        return Rule(self.prefix, self.upstream, self.tag_ttl_seconds, self.library_namespace, self.username, password)
+
+
+class RulesFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rules: list[RuleConfig]
+
+
+def load_rules(path: Path | None) -> RuleSet:
+    if path is None:
+        return RuleSet(BUILTIN_RULES)
+    try:
+        document = yaml.safe_load(path.read_text())
+        parsed = RulesFile.model_validate(document)
+    except (OSError, yaml.YAMLError) as exc:
+        raise RuleInvalid(f"cannot read rules file {path}: {exc}") from exc
+    except ValidationError as exc:
+        raise RuleInvalid(f"rules file {path} is invalid:\n{exc}") from exc
+    return RuleSet(rule.to_rule() for rule in parsed.rules)

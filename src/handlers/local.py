@@ -1,0 +1,39 @@
+"""Composition root of the local mode: files + SQLite under one data directory, real upstreams over HTTP."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from adapters.local.blob_store import FileBlobStore
+from adapters.local.filler import TeeFiller
+from adapters.local.metadata_store import SqliteMetadataStore
+from adapters.upstream.client import HttpUpstreams
+from core.cache import PullThroughCache
+from core.rules import RuleSet
+from handlers.api import create_app
+from handlers.config import load_rules
+
+DATA_DIR_ENV = "PULLTHROUGH_DATA_DIR"
+RULES_FILE_ENV = "PULLTHROUGH_RULES_FILE"
+
+
+def build_local_cache(data_dir: Path, rules: RuleSet) -> PullThroughCache:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    blobs = FileBlobStore(data_dir)
+    return PullThroughCache(
+        rules=rules,
+        metadata=SqliteMetadataStore(data_dir / "metadata.sqlite3"),
+        blobs=blobs,
+        upstreams=HttpUpstreams(),
+        filler=TeeFiller(blobs),
+    )
+
+
+def app_from_environment() -> FastAPI:
+    """The uvicorn factory: each worker process builds its own cache over the shared data directory."""
+    rules_file = os.environ.get(RULES_FILE_ENV)
+    rules = load_rules(Path(rules_file) if rules_file else None)
+    return create_app(build_local_cache(Path(os.environ[DATA_DIR_ENV]), rules))

@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from adapters.local.blob_store import FileBlobStore
+from adapters.local.filler import TeeFiller
+from adapters.local.metadata_store import SqliteMetadataStore
+from core.cache import PullThroughCache
+from core.rules import Rule, RuleSet
+from tests.fakes import FakeUpstream, FakeUpstreams
+
+TTL = 300
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def upstream() -> FakeUpstream:
+    return FakeUpstream()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def rules() -> RuleSet:
+    return RuleSet([
+        Rule("up", "http://upstream.invalid", tag_ttl_seconds=TTL),
+        Rule("hub", "https://hub.invalid", tag_ttl_seconds=TTL, library_namespace=True),
+        Rule("other", "https://other.invalid"),
+    ])  # fmt: skip
+
+
+@pytest.fixture
+def cache(tmp_path: Path, upstream: FakeUpstream, clock: Clock, rules: RuleSet) -> PullThroughCache:
+    blobs = FileBlobStore(tmp_path / "data")
+    return PullThroughCache(
+        rules=rules,
+        metadata=SqliteMetadataStore(tmp_path / "data" / "metadata.sqlite3"),
+        blobs=blobs,
+        upstreams=FakeUpstreams(upstream),
+        filler=TeeFiller(blobs),
+        clock=clock,
+    )

@@ -1,0 +1,73 @@
+"""What every BlobStore must do; each backend's test class inherits this and provides a `store` fixture."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.digest import Digest
+from core.errors import DigestMismatch
+from core.ports import BlobStore, LocalBlob, Redirect
+
+DATA = b"some content" * 1000
+
+
+class BlobStoreContract:
+    def test_missing_blob(self, store: BlobStore):
+        digest = Digest.of(b"absent")
+        assert not store.exists(digest)
+        assert store.read(digest) is None
+        assert store.locate(digest, head=False) is None
+
+    def test_put_and_read(self, store: BlobStore):
+        digest = Digest.of(DATA)
+        store.put(digest, DATA)
+        assert store.exists(digest)
+        assert store.read(digest) == DATA
+
+    def test_put_refuses_content_that_does_not_match(self, store: BlobStore):
+        digest = Digest.of(DATA)
+        with pytest.raises(DigestMismatch):
+            store.put(digest, DATA + b"!")
+        assert not store.exists(digest)
+
+    def test_streamed_write_becomes_visible_only_on_commit(self, store: BlobStore):
+        digest = Digest.of(DATA)
+        writer = store.writer(digest)
+        writer.write(DATA[:100])
+        assert not store.exists(digest)
+        writer.write(DATA[100:])
+        assert not store.exists(digest)
+        assert writer.commit() == len(DATA)
+        assert store.read(digest) == DATA
+
+    def test_streamed_write_of_wrong_content_is_discarded(self, store: BlobStore):
+        digest = Digest.of(DATA)
+        writer = store.writer(digest)
+        writer.write(DATA[:-1])
+        with pytest.raises(DigestMismatch):
+            writer.commit()
+        assert not store.exists(digest)
+
+    def test_aborted_write_leaves_nothing(self, store: BlobStore):
+        digest = Digest.of(DATA)
+        writer = store.writer(digest)
+        writer.write(DATA)
+        writer.abort()
+        assert not store.exists(digest)
+
+    def test_rewriting_the_same_content_is_harmless(self, store: BlobStore):
+        digest = Digest.of(DATA)
+        store.put(digest, DATA)
+        store.put(digest, DATA)
+        assert store.read(digest) == DATA
+
+    def test_locate_tells_how_to_get_the_bytes(self, store: BlobStore):
+        digest = Digest.of(DATA)
+        store.put(digest, DATA)
+        for head in (False, True):
+            located = store.locate(digest, head=head)
+            assert isinstance(located, LocalBlob | Redirect)
+            if isinstance(located, LocalBlob):
+                assert located.size == len(DATA)
+                with open(located.path, "rb") as file:
+                    assert file.read() == DATA

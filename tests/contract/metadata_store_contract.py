@@ -1,0 +1,65 @@
+"""What every MetadataStore must do; each backend's test class inherits this and provides a `store` fixture."""
+
+from __future__ import annotations
+
+from core.digest import Digest
+from core.mediatypes import OCI_INDEX, OCI_MANIFEST
+from core.ports import ManifestRecord, MetadataStore, TagRecord
+
+D1 = Digest.of(b"one")
+D2 = Digest.of(b"two")
+
+
+def tag_record(digest: Digest = D1, checked_at: float = 100.0, pulled_at: float = 100.0) -> TagRecord:
+    return TagRecord(ManifestRecord(digest, OCI_MANIFEST, 123), checked_at, pulled_at)
+
+
+class MetadataStoreContract:
+    def test_unknown_things_are_none(self, store: MetadataStore):
+        assert store.get_tag("s", "repo", "v1") is None
+        assert store.get_manifest("s", D1) is None
+        assert store.get_blob("s", D1) is None
+        assert store.list_tags("s", "repo") == []
+        assert store.list_repositories() == []
+
+    def test_tags_round_trip_and_are_replaced(self, store: MetadataStore):
+        store.put_tag("s", "library/app", "v1", tag_record())
+        assert store.get_tag("s", "library/app", "v1") == tag_record()
+        store.put_tag("s", "library/app", "v1", tag_record(D2, 200.0, 150.0))
+        assert store.get_tag("s", "library/app", "v1") == tag_record(D2, 200.0, 150.0)
+
+    def test_tags_are_scoped(self, store: MetadataStore):
+        store.put_tag("s", "repo", "v1", tag_record())
+        assert store.get_tag("other", "repo", "v1") is None
+        assert store.get_tag("s", "repo2", "v1") is None
+        assert store.get_tag("s", "repo", "v2") is None
+
+    def test_record_pull_only_moves_forward(self, store: MetadataStore):
+        store.put_tag("s", "repo", "v1", tag_record(pulled_at=100.0))
+        store.record_pull("s", "repo", "v1", 300.0)
+        assert store.get_tag("s", "repo", "v1").pulled_at == 300.0
+        store.record_pull("s", "repo", "v1", 200.0)
+        assert store.get_tag("s", "repo", "v1").pulled_at == 300.0
+        store.record_pull("s", "repo", "unknown", 300.0)
+        assert store.get_tag("s", "repo", "unknown") is None
+
+    def test_list_tags_and_repositories(self, store: MetadataStore):
+        for tag in ("b", "a", "c"):
+            store.put_tag("s", "repo", tag, tag_record())
+        store.put_tag("t", "repo", "x", tag_record())
+        store.put_manifest("s", "only-digests", ManifestRecord(D1, OCI_MANIFEST, 1))
+        assert sorted(store.list_tags("s", "repo")) == ["a", "b", "c"]
+        assert sorted(store.list_repositories()) == [("s", "only-digests"), ("s", "repo"), ("t", "repo")]
+
+    def test_manifests_round_trip_per_scope(self, store: MetadataStore):
+        record = ManifestRecord(D1, OCI_INDEX, 4567)
+        store.put_manifest("s", "repo", record)
+        assert store.get_manifest("s", D1) == record
+        assert store.get_manifest("other", D1) is None
+
+    def test_blobs_round_trip_per_scope(self, store: MetadataStore):
+        store.put_blob("s", D1, 99)
+        assert store.get_blob("s", D1) == 99
+        assert store.get_blob("other", D1) is None
+        store.put_blob("s", D1, 99)
+        assert store.get_blob("s", D1) == 99

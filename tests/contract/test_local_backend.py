@@ -1,0 +1,48 @@
+"""The local backend (files + SQLite) against the storage contracts."""
+
+from __future__ import annotations
+
+import multiprocessing
+from pathlib import Path
+
+import pytest
+
+from adapters.local.blob_store import FileBlobStore
+from adapters.local.metadata_store import SqliteMetadataStore
+from core.digest import Digest
+from tests.contract.blob_store_contract import BlobStoreContract
+from tests.contract.metadata_store_contract import MetadataStoreContract, tag_record
+
+
+class TestFileBlobStore(BlobStoreContract):
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> FileBlobStore:
+        return FileBlobStore(tmp_path)
+
+    def test_no_temp_files_are_left_behind(self, store: FileBlobStore, tmp_path: Path):
+        digest = Digest.of(b"x")
+        store.put(digest, b"x")
+        writer = store.writer(digest)
+        writer.write(b"y")
+        writer.abort()
+        assert list((tmp_path / "tmp").iterdir()) == []
+
+
+class TestSqliteMetadataStore(MetadataStoreContract):
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> SqliteMetadataStore:
+        return SqliteMetadataStore(tmp_path / "metadata.sqlite3")
+
+    def test_several_processes_share_one_database(self, tmp_path: Path):
+        path = tmp_path / "metadata.sqlite3"
+        SqliteMetadataStore(path)
+        context = multiprocessing.get_context("spawn")
+        with context.Pool(4) as pool:
+            pool.starmap(_write_tags, [(path, worker) for worker in range(4)])
+        assert len(SqliteMetadataStore(path).list_tags("s", "repo")) == 4 * 50
+
+
+def _write_tags(path: Path, worker: int) -> None:
+    store = SqliteMetadataStore(path)
+    for index in range(50):
+        store.put_tag("s", "repo", f"w{worker}-{index}", tag_record())

@@ -1,0 +1,134 @@
+"""An in-memory upstream registry that counts what it is asked: the double for service and API tests.
+
+It passes the same Upstream contract suite as the real HTTP client does against a real registry.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from core.digest import Digest
+from core.errors import BlobUnknown, ManifestUnknown, NameUnknown, RegistryError
+from core.mediatypes import DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST
+from core.ports import TagPage, UpstreamBlob, UpstreamHead, UpstreamManifest
+from core.rules import Rule
+
+
+class FakeUpstream:
+    def __init__(self) -> None:
+        self.blobs: dict[str, bytes] = {}
+        self.manifests: dict[str, tuple[bytes, str]] = {}  # digest -> (bytes, media type)
+        self.tags: dict[tuple[str, str], str] = {}  # (repository, tag) -> digest
+        self.repositories: set[str] = set()
+        self.calls: Counter[str] = Counter()
+        self.failure: RegistryError | None = None  # raised by every call while set
+        self.corrupt_blobs = False  # serve wrong bytes under the right digest
+        self.chunk_size = 1 << 16
+
+    # -- building content -----------------------------------------------------------------------------------------
+
+    def add_blob(self, repository: str, data: bytes) -> Digest:
+        digest = Digest.of(data)
+        self.blobs[str(digest)] = data
+        self.repositories.add(repository)
+        return digest
+
+    def add_manifest(self, repository: str, document: dict[str, object], tag: str | None = None) -> Digest:
+        data = json.dumps(document, indent=2).encode()
+        digest = Digest.of(data)
+        self.manifests[str(digest)] = (data, str(document["mediaType"]))
+        self.repositories.add(repository)
+        if tag:
+            self.tags[(repository, tag)] = str(digest)
+        return digest
+
+    def add_image(self, repository: str, tag: str | None, *, layer: bytes = b"layer", arch: str = "amd64",
+                  media_type: str = OCI_MANIFEST) -> Digest:  # fmt: skip
+        config = self.add_blob(repository, json.dumps({"architecture": arch, "os": "linux"}).encode())
+        layer_digest = self.add_blob(repository, layer)
+        return self.add_manifest(repository, {
+            "schemaVersion": 2,
+            "mediaType": media_type,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": str(config), "size": 1},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": str(layer_digest),
+                        "size": len(layer)}],
+        }, tag)  # fmt: skip
+
+    def add_index(self, repository: str, tag: str, *, docker: bool = False) -> tuple[Digest, dict[str, Digest]]:
+        child_type = DOCKER_MANIFEST if docker else OCI_MANIFEST
+        children = {
+            arch: self.add_image(repository, None, layer=f"layer-{arch}".encode(), arch=arch, media_type=child_type)
+            for arch in ("amd64", "arm64")
+        }
+        index = self.add_manifest(repository, {
+            "schemaVersion": 2,
+            "mediaType": DOCKER_MANIFEST_LIST if docker else OCI_INDEX,
+            "manifests": [{"mediaType": child_type, "digest": str(digest), "size": len(self.manifests[str(digest)][0]),
+                           "platform": {"os": "linux", "architecture": arch}} for arch, digest in children.items()],
+        }, tag)  # fmt: skip
+        return index, children
+
+    # -- the Upstream port ----------------------------------------------------------------------------------------
+
+    def head_manifest(self, repository: str, reference: str) -> UpstreamHead:
+        self._call("head_manifest")
+        data, media_type = self._manifest(repository, reference)
+        return UpstreamHead(Digest.of(data), media_type, len(data))
+
+    def get_manifest(self, repository: str, reference: str) -> UpstreamManifest:
+        self._call("get_manifest")
+        data, media_type = self._manifest(repository, reference)
+        return UpstreamManifest(data, media_type, str(Digest.of(data)))
+
+    def head_blob(self, repository: str, digest: Digest) -> int | None:
+        self._call("head_blob")
+        return len(self._blob(repository, digest))
+
+    @contextmanager
+    def open_blob(self, repository: str, digest: Digest) -> Iterator[UpstreamBlob]:
+        self._call("open_blob")
+        data = self._blob(repository, digest)
+        if self.corrupt_blobs:
+            data = bytes(reversed(data)) if len(data) > 1 else b"\x00"
+        chunks = (data[i : i + self.chunk_size] for i in range(0, len(data), self.chunk_size))
+        yield UpstreamBlob(len(data), chunks)
+
+    def list_tags(self, repository: str, n: int | None, last: str | None) -> TagPage:
+        self._call("list_tags")
+        if repository not in self.repositories:
+            raise NameUnknown()
+        tags = sorted(tag for repo, tag in self.tags if repo == repository and (last is None or tag > last))
+        if n is not None and len(tags) > n:
+            return TagPage(tags[:n], True)
+        return TagPage(tags, False)
+
+    def _call(self, name: str) -> None:
+        self.calls[name] += 1
+        if self.failure is not None:
+            raise self.failure
+
+    def _manifest(self, repository: str, reference: str) -> tuple[bytes, str]:
+        digest = reference if ":" in reference else self.tags.get((repository, reference))
+        if repository not in self.repositories or digest not in self.manifests:
+            raise ManifestUnknown()
+        return self.manifests[digest]
+
+    def _blob(self, repository: str, digest: Digest) -> bytes:
+        if repository not in self.repositories or str(digest) not in self.blobs:
+            raise BlobUnknown()
+        return self.blobs[str(digest)]
+
+
+class FakeUpstreams:
+    """Every rule leads to the same fake registry; `rules_seen` tells which rules were used."""
+
+    def __init__(self, upstream: FakeUpstream) -> None:
+        self.upstream = upstream
+        self.rules_seen: list[Rule] = []
+
+    def for_rule(self, rule: Rule) -> FakeUpstream:
+        self.rules_seen.append(rule)
+        return self.upstream

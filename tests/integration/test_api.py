@@ -1,0 +1,174 @@
+"""The HTTP surface, table-driven, through the real FastAPI app over real local storage and a fake upstream."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+
+from core.cache import PullThroughCache
+from core.digest import Digest
+from core.errors import TooManyRequests, Unavailable
+from core.mediatypes import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
+from handlers.api import create_app
+from tests.fakes import FakeUpstream
+
+LAYER = bytes(range(256)) * 400  # 102400 bytes
+
+
+@pytest.fixture
+def image(upstream: FakeUpstream) -> dict[str, str]:
+    manifest = upstream.add_image("library/app", "v1", layer=LAYER)
+    index, _ = upstream.add_index("library/multi", "v1")
+    return {"manifest": str(manifest), "layer": str(Digest.of(LAYER)), "index": str(index)}
+
+
+@pytest.fixture
+def client(cache: PullThroughCache) -> TestClient:
+    return TestClient(create_app(cache), raise_server_exceptions=False)
+
+
+def oci_error(response) -> str:
+    body = response.json()
+    assert set(body) == {"errors"} and body["errors"], body
+    return body["errors"][0]["code"]
+
+
+@pytest.mark.parametrize("path", ["/v2/", "/v2"])
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_ping(client, path, method):
+    response = client.request(method, path)
+    assert response.status_code == 200
+    assert response.headers["docker-distribution-api-version"] == "registry/2.0"
+    assert response.content == (b"{}" if method == "GET" else b"")
+
+
+def test_manifest_get_and_head_carry_the_same_headers(client, image):
+    get = client.get("/v2/up/library/app/manifests/v1")
+    head = client.head("/v2/up/library/app/manifests/v1")
+    assert get.status_code == head.status_code == 200
+    assert Digest.of(get.content) == Digest.parse(image["manifest"])
+    for response in (get, head):
+        assert response.headers["docker-content-digest"] == image["manifest"]
+        assert response.headers["content-type"] == OCI_MANIFEST
+        assert response.headers["content-length"] == str(len(get.content))
+    assert head.content == b""
+
+
+def test_manifest_by_digest_and_index_negotiation(client, image):
+    assert client.get(f"/v2/up/library/app/manifests/{image['manifest']}").status_code == 200
+    response = client.get("/v2/up/library/multi/manifests/v1", headers={"Accept": f"{OCI_MANIFEST}, {OCI_INDEX}"})
+    assert response.headers["content-type"] == OCI_INDEX
+    refused = client.get("/v2/up/library/multi/manifests/v1", headers={"Accept": OCI_MANIFEST})
+    assert refused.status_code == 404 and oci_error(refused) == "MANIFEST_UNKNOWN"
+
+
+def test_blob_get_head_and_ranges(client, image):
+    path = f"/v2/up/library/app/blobs/{image['layer']}"
+    cold = client.get(path)
+    assert cold.status_code == 200 and cold.content == LAYER
+    assert cold.headers["docker-content-digest"] == image["layer"]
+    warm = client.get(path)
+    assert warm.content == LAYER and warm.headers["content-length"] == str(len(LAYER))
+    head = client.head(path)
+    assert head.status_code == 200 and head.content == b"" and head.headers["content-length"] == str(len(LAYER))
+
+    partial = client.get(path, headers={"Range": "bytes=500-1499"})
+    assert partial.status_code == 206 and partial.content == LAYER[500:1500]
+    assert partial.headers["content-range"] == f"bytes 500-1499/{len(LAYER)}"
+    suffix = client.get(path, headers={"Range": "bytes=-10"})
+    assert suffix.status_code == 206 and suffix.content == LAYER[-10:]
+    for bad in ("bytes=500-0", f"bytes={len(LAYER)}-"):
+        unsatisfiable = client.get(path, headers={"Range": bad})
+        assert unsatisfiable.status_code == 416 and oci_error(unsatisfiable) == "RANGE_INVALID"
+        assert unsatisfiable.headers["content-range"] == f"bytes */{len(LAYER)}"
+
+
+def test_range_on_a_cold_blob(client, image):
+    response = client.get(f"/v2/up/library/app/blobs/{image['layer']}", headers={"Range": "bytes=100-199"})
+    assert response.status_code == 206 and response.content == LAYER[100:200]
+
+
+def test_tags_list_with_link(client, upstream, image):
+    for tag in ("v2", "v3"):
+        upstream.add_image("library/app", tag)
+    response = client.get("/v2/up/library/app/tags/list", params={"n": 2})
+    assert response.json() == {"name": "up/library/app", "tags": ["v1", "v2"]}
+    assert response.headers["link"] == '</v2/up/library/app/tags/list?n=2&last=v2>; rel="next"'
+    last = client.get("/v2/up/library/app/tags/list", params={"n": 2, "last": "v2"})
+    assert last.json()["tags"] == ["v3"] and "link" not in last.headers
+
+
+def test_catalog_lists_what_is_cached(client, image):
+    client.get("/v2/up/library/app/manifests/v1")
+    assert client.get("/v2/_catalog").json() == {"repositories": ["up/library/app"]}
+
+
+@pytest.mark.parametrize(
+    "method, path, headers, status, code",
+    [
+        ("GET", "/v2/nowhere/app/manifests/v1", {}, 404, "NAME_UNKNOWN"),
+        ("GET", "/v2/up/library/app/manifests/missing", {}, 404, "MANIFEST_UNKNOWN"),
+        ("HEAD", "/v2/up/library/app/manifests/missing", {}, 404, None),
+        ("GET", "/v2/up/library/app/manifests/.INVALID_MANIFEST_NAME", {}, 404, "MANIFEST_UNKNOWN"),
+        ("GET", "/v2/up/library/app/manifests/sha256:totallywrong", {}, 400, "DIGEST_INVALID"),
+        ("GET", "/v2/up/library/app/blobs/sha256:" + "0" * 64, {}, 404, "BLOB_UNKNOWN"),
+        ("HEAD", "/v2/up/library/app/blobs/sha256:" + "0" * 64, {}, 404, None),
+        ("GET", "/v2/up/library/app/blobs/md5:abc", {}, 400, "DIGEST_INVALID"),
+        ("GET", "/v2/up/library/app/blobs/sha256:..%2F..%2Fetc", {}, 404, "NAME_UNKNOWN"),
+        ("GET", "/v2/up/Library/App/manifests/v1", {}, 400, "NAME_INVALID"),
+        ("GET", "/v2/up/a/../b/manifests/v1", {}, 404, "MANIFEST_UNKNOWN"),  # the client resolves the dots
+        ("GET", "/v2/up/library/app/tags/list?n=abc", {}, 400, "PAGINATION_NUMBER_INVALID"),
+        ("GET", "/v2/up/library/app/referrers/sha256:" + "0" * 64, {}, 404, "UNSUPPORTED"),
+        ("GET", "/v2/up/library/app/unknown", {}, 404, "NAME_UNKNOWN"),
+        ("GET", "/", {}, 404, "NAME_UNKNOWN"),
+        ("POST", "/v2/up/library/app/blobs/uploads/", {}, 405, "UNSUPPORTED"),
+        ("PUT", "/v2/up/library/app/manifests/v1", {}, 405, "UNSUPPORTED"),
+        ("PATCH", "/v2/up/library/app/blobs/uploads/x", {}, 405, "UNSUPPORTED"),
+        ("DELETE", "/v2/up/library/app/manifests/v1", {}, 405, "UNSUPPORTED"),
+        ("DELETE", "/v2/up/library/app/blobs/sha256:" + "0" * 64, {}, 405, "UNSUPPORTED"),
+        ("POST", "/v2/", {}, 405, "UNSUPPORTED"),
+    ],
+)  # fmt: skip
+def test_errors_are_oci_json_with_the_right_status(client, image, method, path, headers, status, code):
+    response = client.request(method, path, headers=headers)
+    assert response.status_code == status
+    if code is not None:
+        assert oci_error(response) == code
+        assert response.headers["content-type"] == "application/json"
+    else:
+        assert response.content == b""  # HEAD has no body, even on errors
+
+
+def test_upstream_failures_map_to_429_and_503(client, upstream, image):
+    upstream.failure = TooManyRequests("slow down", retry_after=42)
+    throttled = client.get("/v2/up/library/app/manifests/v1")
+    assert throttled.status_code == 429 and oci_error(throttled) == "TOOMANYREQUESTS"
+    assert throttled.headers["retry-after"] == "42"
+    upstream.failure = Unavailable("down")
+    down = client.get("/v2/up/library/app/manifests/v1")
+    assert down.status_code == 503 and oci_error(down) == "UNAVAILABLE"
+
+
+def test_stale_manifest_served_with_warning(client, upstream, image, clock):
+    client.get("/v2/up/library/app/manifests/v1")
+    clock.advance(10_000)
+    upstream.failure = Unavailable("down")
+    response = client.get("/v2/up/library/app/manifests/v1")
+    assert response.status_code == 200 and response.headers["warning"].startswith('299 - "serving a cached copy')
+
+
+def test_corrupt_blob_never_reaches_the_client_whole(client, upstream, image):
+    upstream.corrupt_blobs = True
+    with pytest.raises(Exception):  # noqa: B017 - the server aborts the response; how the client notices varies
+        response = client.get(f"/v2/up/library/app/blobs/{image['layer']}")
+        assert response.content != LAYER and len(response.content) < len(LAYER)
+        raise AssertionError("incomplete body")
+
+
+def test_docker_manifest_list_by_tag_for_old_clients(client, upstream):
+    _, children = upstream.add_index("library/legacy", "v1", docker=True)
+    response = client.get("/v2/up/library/legacy/manifests/v1", headers={"Accept": DOCKER_MANIFEST})
+    assert response.headers["docker-content-digest"] == str(children["amd64"])
+    assert json.loads(response.content)["mediaType"] == DOCKER_MANIFEST

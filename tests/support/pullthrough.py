@@ -1,0 +1,66 @@
+"""`pullthrough serve` as a subprocess: the product exactly as a user starts it."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+
+from . import proc
+from .ports import free_port, wait_for_http
+
+
+class PullthroughServer:
+    def __init__(self, workdir: Path, rules: list[dict[str, object]], *, workers: int = 1) -> None:
+        self.workdir = workdir
+        self.rules = rules
+        self.workers = workers
+        self.port = free_port()
+        self.data_dir = workdir / "data"
+        self.log = workdir / "pullthrough.log"
+        self._proc = None
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}"
+
+    def start(self, timeout: float = 20.0) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        rules_file = self.workdir / "rules.json"
+        rules_file.write_text(json.dumps({"rules": self.rules}))
+        executable = Path(sys.executable).parent / "pullthrough"
+        command = [executable, "serve", "--host", "127.0.0.1", "--port", str(self.port), "--data-dir", self.data_dir,
+                   "--rules", rules_file, "--workers", str(self.workers)]  # fmt: skip
+        with self.log.open("ab") as log:
+            self._proc = proc.spawn(command, stdout=log, stderr=log)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"pullthrough exited during start-up:\n{self.log.read_text()}")
+            try:
+                wait_for_http(f"{self.url}/v2/", timeout=0.2)
+                return
+            except TimeoutError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            proc.stop(self._proc)
+            self._proc = None
+
+    def __enter__(self) -> PullthroughServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

@@ -1,0 +1,284 @@
+"""The pull-through service with real local storage and a counting fake upstream: who goes upstream, and when."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from core.digest import Digest
+from core.errors import (
+    BlobUnknown,
+    DigestMismatch,
+    ManifestUnknown,
+    NameUnknown,
+    PaginationNumberInvalid,
+    TooManyRequests,
+    Unavailable,
+)
+from core.mediatypes import DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST, Accept
+from core.ports import LocalBlob, SizeOnly, StreamedBlob
+from tests.conftest import TTL, Clock
+from tests.fakes import FakeUpstream
+
+ANY = Accept([])
+OCI_ONLY = Accept([OCI_MANIFEST])
+DOCKER_ONLY = Accept([DOCKER_MANIFEST])
+
+
+def read_all(body: StreamedBlob | LocalBlob) -> bytes:
+    if isinstance(body, LocalBlob):
+        with open(body.path, "rb") as file:
+            return file.read()
+    return b"".join(body.chunks(0, body.size))
+
+
+class TestManifestsByTag:
+    def test_cold_pull_fetches_once_and_warm_pull_within_ttl_asks_nothing(self, cache, upstream: FakeUpstream):
+        digest = upstream.add_image("library/app", "v1")
+        first = cache.manifest("up/library/app", "v1", ANY, with_body=True)
+        assert first.record.digest == digest
+        assert Digest.of(first.data) == digest
+        assert upstream.calls == {"get_manifest": 1}
+
+        upstream.calls.clear()
+        for _ in range(3):
+            again = cache.manifest("up/library/app", "v1", ANY, with_body=True)
+            assert again.data == first.data and again.warning is None
+        assert upstream.calls == {}
+
+    def test_stale_tag_is_revalidated_with_a_head_only(self, cache, upstream: FakeUpstream, clock: Clock):
+        upstream.add_image("library/app", "v1")
+        cache.manifest("up/library/app", "v1", ANY, with_body=True)
+        clock.advance(TTL + 1)
+        upstream.calls.clear()
+        cache.manifest("up/library/app", "v1", ANY, with_body=True)
+        assert upstream.calls == {"head_manifest": 1}
+        # the HEAD restarted the freshness window
+        upstream.calls.clear()
+        cache.manifest("up/library/app", "v1", ANY, with_body=True)
+        assert upstream.calls == {}
+
+    def test_moved_tag_fetches_the_new_digest_once_ttl_expires(self, cache, upstream: FakeUpstream, clock: Clock):
+        old = upstream.add_image("library/app", "v1", layer=b"old")
+        cache.manifest("up/library/app", "v1", ANY, with_body=False)
+        new = upstream.add_image("library/app", "v1", layer=b"new")
+
+        clock.advance(TTL - 1)
+        assert cache.manifest("up/library/app", "v1", ANY, with_body=False).record.digest == old
+        clock.advance(2)
+        upstream.calls.clear()
+        assert cache.manifest("up/library/app", "v1", ANY, with_body=True).record.digest == new
+        assert upstream.calls == {"head_manifest": 1, "get_manifest": 1}
+
+    def test_zero_ttl_revalidates_every_time(self, cache, upstream: FakeUpstream, rules):
+        from core.rules import Rule, RuleSet
+
+        cache.rules = RuleSet([*rules, Rule("always", "http://always.invalid", tag_ttl_seconds=0)])
+        upstream.add_image("app", "v1")
+        cache.manifest("always/app", "v1", ANY, with_body=False)
+        upstream.calls.clear()
+        cache.manifest("always/app", "v1", ANY, with_body=False)
+        cache.manifest("always/app", "v1", ANY, with_body=False)
+        assert upstream.calls == {"head_manifest": 2}
+
+    @pytest.mark.parametrize("failure", [Unavailable("down"), TooManyRequests("slow down", retry_after=30)])
+    def test_stale_tag_is_served_with_a_warning_when_upstream_fails(self, cache, upstream, clock, failure):
+        digest = upstream.add_image("library/app", "v1")
+        cache.manifest("up/library/app", "v1", ANY, with_body=True)
+        clock.advance(TTL + 1)
+        upstream.failure = failure
+        served = cache.manifest("up/library/app", "v1", ANY, with_body=True)
+        assert served.record.digest == digest and served.data is not None
+        assert served.warning and failure.code in served.warning
+
+    @pytest.mark.parametrize("failure", [Unavailable("down"), TooManyRequests("slow down", retry_after=30)])
+    def test_uncached_tag_fails_with_the_upstream_error(self, cache, upstream, failure):
+        upstream.failure = failure
+        with pytest.raises(type(failure)):
+            cache.manifest("up/library/app", "v1", ANY, with_body=True)
+
+    def test_tag_deleted_upstream_is_unknown_once_stale(self, cache, upstream, clock):
+        upstream.add_image("library/app", "v1")
+        cache.manifest("up/library/app", "v1", ANY, with_body=True)
+        del upstream.tags[("library/app", "v1")]
+        clock.advance(TTL + 1)
+        with pytest.raises(ManifestUnknown):
+            cache.manifest("up/library/app", "v1", ANY, with_body=True)
+
+    def test_library_namespace_is_added_to_one_segment_names(self, cache, upstream):
+        digest = upstream.add_image("library/alpine", "3")
+        assert cache.manifest("hub/alpine", "3", ANY, with_body=False).record.digest == digest
+        upstream.calls.clear()
+        # both spellings share one cache entry
+        assert cache.manifest("hub/library/alpine", "3", ANY, with_body=False).record.digest == digest
+        assert upstream.calls == {}
+
+    def test_unknown_prefix_is_name_unknown(self, cache):
+        with pytest.raises(NameUnknown):
+            cache.manifest("nowhere/app", "v1", ANY, with_body=True)
+
+
+class TestManifestsByDigest:
+    def test_pull_by_digest_fills_the_cache_and_then_never_asks_again(self, cache, upstream, clock):
+        digest = upstream.add_image("library/app", None)
+        served = cache.manifest("up/library/app", str(digest), ANY, with_body=True)
+        assert Digest.of(served.data) == digest
+        clock.advance(10 * TTL)
+        upstream.calls.clear()
+        upstream.failure = Unavailable("down")
+        assert cache.manifest("up/library/app", str(digest), ANY, with_body=True).data == served.data
+        assert upstream.calls == {}
+
+    def test_manifest_not_matching_its_digest_is_refused_and_not_cached(self, cache, upstream):
+        digest = upstream.add_image("library/app", None)
+        data, media_type = upstream.manifests[str(digest)]
+        upstream.manifests[str(digest)] = (data + b" ", media_type)
+        with pytest.raises(DigestMismatch):
+            cache.manifest("up/library/app", str(digest), ANY, with_body=True)
+        upstream.manifests[str(digest)] = (data, media_type)
+        assert cache.manifest("up/library/app", str(digest), ANY, with_body=True).data == data
+
+    def test_unknown_digest(self, cache, upstream):
+        upstream.add_image("library/app", None)
+        with pytest.raises(ManifestUnknown):
+            cache.manifest("up/library/app", "sha256:" + "0" * 64, ANY, with_body=True)
+
+
+class TestNegotiation:
+    def test_oci_index_is_unknown_to_a_client_that_does_not_accept_it(self, cache, upstream):
+        upstream.add_index("library/multi", "v1")
+        with pytest.raises(ManifestUnknown, match="OCI index"):
+            cache.manifest("up/library/multi", "v1", OCI_ONLY, with_body=True)
+        assert (
+            cache.manifest("up/library/multi", "v1", Accept([OCI_INDEX]), with_body=True).record.media_type == OCI_INDEX
+        )
+
+    def test_manifest_list_by_tag_gives_old_clients_the_amd64_image(self, cache, upstream):
+        _, children = upstream.add_index("library/multi", "v1", docker=True)
+        served = cache.manifest("up/library/multi", "v1", DOCKER_ONLY, with_body=True)
+        assert served.record.digest == children["amd64"]
+        assert served.record.media_type == DOCKER_MANIFEST
+        assert Digest.of(served.data) == children["amd64"]
+
+    def test_manifest_list_by_digest_is_served_as_is(self, cache, upstream):
+        index, _ = upstream.add_index("library/multi", "v1", docker=True)
+        served = cache.manifest("up/library/multi", str(index), DOCKER_ONLY, with_body=True)
+        assert served.record.media_type == DOCKER_MANIFEST_LIST
+
+    def test_wildcard_accept_takes_anything(self, cache, upstream):
+        index, _ = upstream.add_index("library/multi", "v1")
+        assert cache.manifest("up/library/multi", "v1", Accept(["*/*"]), with_body=False).record.digest == index
+
+
+class TestBlobs:
+    def test_cold_blob_streams_once_and_is_served_from_disk_afterwards(self, cache, upstream):
+        data = bytes(range(256)) * 4096
+        digest = upstream.add_blob("library/app", data)
+        body = cache.blob("up/library/app", str(digest), head=False)
+        assert isinstance(body, StreamedBlob) and body.size == len(data)
+        assert read_all(body) == data  # the last byte comes only once the blob is verified and stored
+        assert upstream.calls == {"open_blob": 1}
+
+        upstream.calls.clear()
+        again = cache.blob("up/library/app", str(digest), head=False)
+        assert isinstance(again, LocalBlob) and read_all(again) == data
+        assert cache.blob("up/library/app", str(digest), head=True) == again
+        assert upstream.calls == {}
+
+    def test_ranges_of_a_streaming_blob(self, cache, upstream):
+        data = bytes(range(256)) * 1024
+        digest = upstream.add_blob("library/app", data)
+        body = cache.blob("up/library/app", str(digest), head=False)
+        assert b"".join(body.chunks(1000, 5000)) == data[1000:6000]
+        assert b"".join(body.chunks(0, len(data))) == data
+
+    def test_corrupt_upstream_blob_fails_and_leaves_nothing_behind(self, cache, upstream, tmp_path):
+        digest = upstream.add_blob("library/app", b"x" * 300_000 + b"y")
+        upstream.corrupt_blobs = True
+        body = cache.blob("up/library/app", str(digest), head=False)
+        received = bytearray()
+        with pytest.raises(DigestMismatch):
+            for chunk in body.chunks(0, body.size):
+                received += chunk
+        assert len(received) < body.size  # the client never saw a complete body
+        assert not any((tmp_path / "data" / "tmp").iterdir())
+        upstream.corrupt_blobs = False
+        upstream.calls.clear()
+        assert read_all(cache.blob("up/library/app", str(digest), head=False)) == upstream.blobs[str(digest)]
+        assert upstream.calls == {"open_blob": 1}
+
+    def test_head_of_an_uncached_blob_asks_the_upstream_for_its_size_only(self, cache, upstream):
+        digest = upstream.add_blob("library/app", b"abc")
+        assert cache.blob("up/library/app", str(digest), head=True) == SizeOnly(3)
+        assert upstream.calls == {"head_blob": 1}
+
+    def test_unknown_blob(self, cache, upstream):
+        upstream.add_blob("library/app", b"abc")
+        with pytest.raises(BlobUnknown):
+            cache.blob("up/library/app", "sha256:" + "1" * 64, head=False)
+
+    def test_concurrent_misses_make_one_upstream_fetch(self, cache, upstream):
+        data = b"z" * 5_000_000
+        digest = upstream.add_blob("library/app", data)
+        results: list[bytes] = []
+
+        def pull() -> None:
+            results.append(read_all(cache.blob("up/library/app", str(digest), head=False)))
+
+        threads = [threading.Thread(target=pull) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert results == [data] * 8
+        assert upstream.calls["open_blob"] == 1
+
+    def test_a_blob_cached_for_one_rule_is_served_to_another_only_if_its_upstream_has_it(self, cache, upstream):
+        digest = upstream.add_blob("library/app", b"shared")
+        read_all(cache.blob("up/library/app", str(digest), head=False))
+        upstream.calls.clear()
+        body = cache.blob("other/library/app", str(digest), head=False)
+        assert isinstance(body, LocalBlob)
+        assert upstream.calls == {"head_blob": 1}
+        with pytest.raises(BlobUnknown):  # the hub rule's upstream has no such repository
+            cache.blob("hub/library/nope", str(digest), head=False)
+
+
+class TestDiscovery:
+    def test_tags_come_from_upstream_and_from_cache_when_it_fails(self, cache, upstream):
+        for tag in ("a", "b", "c"):
+            upstream.add_image("library/app", tag)
+        assert cache.tags("up/library/app", None, None).tags == ["a", "b", "c"]
+        page = cache.tags("up/library/app", 2, None)
+        assert (page.tags, page.has_more) == (["a", "b"], True)
+        cache.manifest("up/library/app", "a", ANY, with_body=False)
+        cache.manifest("up/library/app", "c", ANY, with_body=False)
+        upstream.failure = Unavailable("down")
+        assert cache.tags("up/library/app", None, None).tags == ["a", "c"]
+        assert cache.tags("up/library/app", 1, "a").tags == ["c"]
+        with pytest.raises(Unavailable):
+            cache.tags("up/library/other", None, None)
+
+    def test_bad_page_size(self, cache):
+        with pytest.raises(PaginationNumberInvalid):
+            cache.tags("up/library/app", -1, None)
+        assert cache.tags("up/library/app", 0, None).tags == []
+
+    def test_catalog_lists_cached_repositories(self, cache, upstream):
+        upstream.add_image("library/app", "v1")
+        upstream.add_image("library/alpine", "3")
+        cache.manifest("up/library/app", "v1", ANY, with_body=False)
+        cache.manifest("hub/alpine", "3", ANY, with_body=False)
+        assert cache.catalog() == ["hub/library/alpine", "up/library/app"]
+
+
+def test_tags_are_paged_even_when_the_upstream_ignores_n_and_last(cache, upstream, monkeypatch):
+    for tag in ("c", "a", "b", "d"):
+        upstream.add_image("library/app", tag)
+    original = upstream.list_tags
+    monkeypatch.setattr(upstream, "list_tags", lambda repository, n, last: original(repository, None, None))
+    first = cache.tags("up/library/app", 2, None)
+    assert (first.tags, first.has_more) == (["a", "b"], True)
+    second = cache.tags("up/library/app", 2, "b")
+    assert (second.tags, second.has_more) == (["c", "d"], False)
