@@ -36,13 +36,22 @@ from core.ports import (
     Upstreams,
 )
 from core.reference import Reference
-from core.rules import Route, RuleSet
+from core.rules import Route, Rule, RuleSet
 
 log = logging.getLogger(__name__)
 
 UPSTREAM_FAILURES = (Unavailable, TooManyRequests)
 # Writing the last-pull time on every request would make every hit a write; minute precision is plenty.
 PULL_RECORD_GRANULARITY_SECONDS = 60.0
+
+
+class NeedsUpstream(Exception):
+    """Raised by a local-only cache (see `PullThroughCache.local_only`) when the answer needs the upstream."""
+
+
+class _NoUpstreams:
+    def for_rule(self, rule: Rule) -> Upstream:
+        raise NeedsUpstream(rule.prefix)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +84,14 @@ class PullThroughCache:
         self._upstreams = upstreams
         self._filler = filler
         self._clock = clock
+
+    def local_only(self) -> PullThroughCache:
+        """The same cache, answering only from what it holds and raising NeedsUpstream otherwise.
+
+        Hits take well under a millisecond, so an async server can answer them inline and send only misses to a
+        worker thread, where waiting on the upstream blocks nobody.
+        """
+        return PullThroughCache(self.rules, self._metadata, self._blobs, _NoUpstreams(), self._filler, self._clock)
 
     # -- manifests ------------------------------------------------------------------------------------------------
 
@@ -212,7 +229,12 @@ class PullThroughCache:
         return TagList(name, tags, upstream_has_more)
 
     def catalog(self) -> list[str]:
-        return sorted(f"{scope}/{repository}" for scope, repository in self._metadata.list_repositories())
+        prefixes = {rule.scope: rule.prefix for rule in self.rules}
+        names = []
+        for scope, repository in self._metadata.list_repositories():
+            if scope in prefixes:  # repositories of rules since removed are not listed
+                names.append(f"{prefixes[scope]}/{repository}" if prefixes[scope] else repository)
+        return sorted(names)
 
     def _upstream(self, route: Route) -> Upstream:
         return self._upstreams.for_rule(route.rule)

@@ -16,6 +16,9 @@ class RuleInvalid(ValueError):
     """A rule that cannot be used; raised while loading configuration, never while serving."""
 
 
+ROOT_PREFIX = ""  # a rule for names no prefix matches: what Docker's registry-mirrors needs (it cannot add a path)
+
+
 @dataclass(frozen=True, slots=True)
 class Rule:
     prefix: str
@@ -28,7 +31,8 @@ class Rule:
 
     def __post_init__(self) -> None:
         try:
-            validate_name(self.prefix)
+            if self.prefix != ROOT_PREFIX:
+                validate_name(self.prefix)
         except Exception as exc:
             raise RuleInvalid(f"rule prefix {self.prefix!r} is not one or more repository path segments") from exc
         parts = urlsplit(self.upstream)
@@ -38,6 +42,11 @@ class Rule:
             raise RuleInvalid(f"rule {self.prefix!r}: upstream {self.upstream!r} must be a bare registry URL")
         if self.tag_ttl_seconds < 0:
             raise RuleInvalid(f"rule {self.prefix!r}: tag_ttl_seconds must be >= 0")
+
+    @property
+    def scope(self) -> str:
+        """Cached content is partitioned by rule, so one rule's credentials never serve another's clients."""
+        return self.prefix or "(root)"
 
     @property
     def upstream_base(self) -> str:
@@ -58,28 +67,36 @@ class Route:
 
     @property
     def scope(self) -> str:
-        """Cached content is partitioned by rule, so one rule's credentials never serve another's clients."""
-        return self.rule.prefix
+        return self.rule.scope
 
 
 class RuleSet:
     def __init__(self, rules: Iterable[Rule]) -> None:
-        self._rules = sorted(rules, key=lambda rule: rule.prefix.count("/"), reverse=True)
-        prefixes = [rule.prefix for rule in self._rules]
+        all_rules = list(rules)
+        self._root = next((rule for rule in all_rules if rule.prefix == ROOT_PREFIX), None)
+        self._rules = sorted(
+            (rule for rule in all_rules if rule.prefix != ROOT_PREFIX), key=lambda rule: rule.prefix.count("/"), reverse=True
+        )
+        prefixes = [rule.prefix for rule in all_rules]
         duplicates = {prefix for prefix in prefixes if prefixes.count(prefix) > 1}
         if duplicates:
             raise RuleInvalid(f"duplicate rule prefixes: {sorted(duplicates)}")
 
     def __iter__(self) -> Iterator[Rule]:
-        return iter(self._rules)
+        yield from self._rules
+        if self._root is not None:
+            yield self._root
 
     def route(self, name: str) -> Route:
-        """The longest matching prefix wins; the rest of the name is the upstream repository."""
+        """The longest matching prefix wins, the root rule takes the rest; what follows the prefix is the upstream
+        repository."""
         validate_name(name)
         for rule in self._rules:
             if name.startswith(rule.prefix + "/"):
                 return Route(rule, rule.upstream_repository(name[len(rule.prefix) + 1 :]))
+        if self._root is not None:
+            return Route(self._root, self._root.upstream_repository(name))
         raise NameUnknown(f"no cache rule matches repository {name!r}", detail={"name": name})
 
     def by_prefix(self, prefix: str) -> Rule | None:
-        return next((rule for rule in self._rules if rule.prefix == prefix), None)
+        return next((rule for rule in self if rule.prefix == prefix), None)

@@ -7,10 +7,11 @@ from collections.abc import Callable, Iterator
 from urllib.parse import urlencode
 
 from fastapi import FastAPI, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from core.cache import PullThroughCache
+from core.cache import NeedsUpstream, PullThroughCache
 from core.errors import (
     NameUnknown,
     PaginationNumberInvalid,
@@ -32,6 +33,8 @@ PUSH_AND_DELETE = ["POST", "PUT", "PATCH", "DELETE"]
 
 
 def create_app(cache: PullThroughCache) -> FastAPI:
+    # Hits are answered on the event loop; anything that needs the upstream runs in a worker thread.
+    local = cache.local_only()
     app = FastAPI(title="pullthrough", docs_url=None, redoc_url=None, openapi_url=None)
     app.router.redirect_slashes = False  # /v2 and /v2/ are both routes; a redirect would need our public URL
 
@@ -61,10 +64,13 @@ def create_app(cache: PullThroughCache) -> FastAPI:
         return _paginated("/v2/_catalog", "repositories", names, request, {})
 
     @app.api_route("/v2/{name:path}/manifests/{reference}", methods=PULL)
-    def manifest(name: str, reference: str, request: Request) -> Response:
+    async def manifest(name: str, reference: str, request: Request) -> Response:
         with_body = request.method == "GET"
         accept = Accept.parse(request.headers.getlist("accept"))
-        served = cache.manifest(name, reference, accept, with_body=with_body)
+        try:
+            served = local.manifest(name, reference, accept, with_body=with_body)
+        except NeedsUpstream:
+            served = await run_in_threadpool(cache.manifest, name, reference, accept, with_body=with_body)
         record = served.record
         headers = {
             "Content-Type": record.media_type,
@@ -78,9 +84,12 @@ def create_app(cache: PullThroughCache) -> FastAPI:
         return Response(served.data or b"", headers=headers)
 
     @app.api_route("/v2/{name:path}/blobs/{digest}", methods=PULL)
-    def blob(name: str, digest: str, request: Request) -> Response:
+    async def blob(name: str, digest: str, request: Request) -> Response:
         head = request.method == "HEAD"
-        body = cache.blob(name, digest, head=head)
+        try:
+            body = local.blob(name, digest, head=head)
+        except NeedsUpstream:
+            body = await run_in_threadpool(cache.blob, name, digest, head=head)
         return _blob_response(body, digest, request.headers.get("range"), head=head)
 
     @app.get("/v2/{name:path}/tags/list")

@@ -43,7 +43,7 @@ def serve(
         os.environ[RULES_FILE_ENV] = str(rules_file.resolve())
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream request is the access log's job
-    prefixes = ", ".join(f"{rule.prefix} -> {rule.upstream}" for rule in rules)
+    prefixes = ", ".join(f"{rule.prefix or '(root)'} -> {rule.upstream}" for rule in rules)
     click.echo(f"pullthrough on http://{host}:{port} (data in {data_dir}); rules: {prefixes}", err=True)
     uvicorn.run(
         "handlers.local:app_from_environment",

@@ -8,14 +8,17 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from core.rules import DEFAULT_TAG_TTL_SECONDS, Rule, RuleInvalid, RuleSet
+from core.rules import DEFAULT_TAG_TTL_SECONDS, ROOT_PREFIX, Rule, RuleInvalid, RuleSet
 
+DOCKER_HUB = "https://registry-1.docker.io"
 BUILTIN_RULES = (
-    Rule("docker-hub", "https://registry-1.docker.io", library_namespace=True),
+    Rule("docker-hub", DOCKER_HUB, library_namespace=True),
     Rule("ghcr", "https://ghcr.io"),
     Rule("quay", "https://quay.io"),
     Rule("ecr-public", "https://public.ecr.aws"),
     Rule("k8s", "https://registry.k8s.io"),
+    # The root rule: Docker's registry-mirrors sends /v2/library/alpine/..., with no room for a prefix.
+    Rule(ROOT_PREFIX, DOCKER_HUB, library_namespace=True),
 )
 
 

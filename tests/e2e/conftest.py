@@ -22,7 +22,9 @@ def upstream_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dist
 
 
 @pytest.fixture(scope="session")
-def test_images(upstream_registry: DistributionRegistry, tmp_path_factory: pytest.TempPathFactory) -> dict[str, TestImage]:
+def test_images(
+    upstream_registry: DistributionRegistry, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, TestImage]:
     return push_test_images(upstream_registry.host, tmp_path_factory.mktemp("images"))
 
 

@@ -31,11 +31,14 @@ class FileBlobWriter:
         """Makes what was written so far readable through temp_path (the local filler streams from it)."""
         self._file.flush()
 
-    def commit(self) -> int:
-        self._file.flush()
+    def verify(self) -> None:
         if not self._verifier.matches():
             self.abort()
             raise DigestMismatch(f"content does not match {self._verifier.expected}")
+
+    def commit(self) -> int:
+        self._file.flush()
+        self.verify()
         os.fsync(self._file.fileno())
         self._file.close()
         self._final_path.parent.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ from core.ports import BlobBody, BlobSource, LocalBlob, StreamedBlob
 log = logging.getLogger(__name__)
 
 READ_CHUNK = 1 << 20
+ANNOUNCE_EVERY = 1 << 20  # readers are woken per MiB written, not per network packet
 STALL_TIMEOUT_SECONDS = 120.0  # a reader gives up when the download makes no progress for this long
 
 
@@ -31,6 +32,7 @@ class _Fill:
         self.size: int | None = None
         self.writer: FileBlobWriter | None = None
         self.written = 0
+        self.verified = False
         self.committed = False
         self.error: RegistryError | None = None
 
@@ -44,10 +46,14 @@ class _Fill:
                 try:
                     for chunk in upstream_blob.chunks:
                         writer.write(chunk)
-                        writer.flush()
-                        self._update(written=writer.written)
+                        if writer.written - self.written >= ANNOUNCE_EVERY:
+                            self._announce(writer)
+                    self._announce(writer)
                     if upstream_blob.size is not None and writer.written != upstream_blob.size:
                         raise DigestMismatch(f"upstream sent {writer.written} of {upstream_blob.size} bytes")
+                    writer.verify()
+                    # Readers may finish now; making the blob durable (fsync, rename) does not hold them up.
+                    self._update(verified=True)
                     size = writer.commit()
                 except BaseException:
                     writer.abort()
@@ -61,6 +67,10 @@ class _Fill:
             self._fail(Unavailable(f"filling {self.digest} failed: {type(exc).__name__}"))
         finally:
             on_done()
+
+    def _announce(self, writer: FileBlobWriter) -> None:
+        writer.flush()
+        self._update(written=writer.written)
 
     def _update(self, **changes: object) -> None:
         with self._changed:
@@ -118,7 +128,7 @@ class _Fill:
                 if self.error is not None:
                     raise self.error
                 # Hold back the final byte until the digest is verified.
-                limit = end if self.committed else min(self.written, end, self.size - 1)  # type: ignore[operator]
+                limit = end if self.verified else min(self.written, end, self.size - 1)  # type: ignore[operator]
                 if limit > position:
                     return limit
                 if not self._changed.wait(STALL_TIMEOUT_SECONDS):

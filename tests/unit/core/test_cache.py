@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
+from core.cache import NeedsUpstream, PullThroughCache
 from core.digest import Digest
 from core.errors import (
     BlobUnknown,
@@ -177,7 +179,8 @@ class TestBlobs:
         digest = upstream.add_blob("library/app", data)
         body = cache.blob("up/library/app", str(digest), head=False)
         assert isinstance(body, StreamedBlob) and body.size == len(data)
-        assert read_all(body) == data  # the last byte comes only once the blob is verified and stored
+        assert read_all(body) == data  # the last byte comes only once the blob is verified
+        wait_until_committed(cache, "up/library/app", digest)
         assert upstream.calls == {"open_blob": 1}
 
         upstream.calls.clear()
@@ -237,12 +240,26 @@ class TestBlobs:
     def test_a_blob_cached_for_one_rule_is_served_to_another_only_if_its_upstream_has_it(self, cache, upstream):
         digest = upstream.add_blob("library/app", b"shared")
         read_all(cache.blob("up/library/app", str(digest), head=False))
+        wait_until_committed(cache, "up/library/app", digest)
         upstream.calls.clear()
         body = cache.blob("other/library/app", str(digest), head=False)
         assert isinstance(body, LocalBlob)
         assert upstream.calls == {"head_blob": 1}
         with pytest.raises(BlobUnknown):  # the hub rule's upstream has no such repository
             cache.blob("hub/library/nope", str(digest), head=False)
+
+
+def wait_until_committed(cache: PullThroughCache, name: str, digest: Digest) -> None:
+    """Clients get the last byte once the blob is verified; it is stored (fsync, rename, record) just after."""
+    local = cache.local_only()
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            local.blob(name, str(digest), head=True)
+            return
+        except NeedsUpstream:
+            assert time.monotonic() < deadline, "the blob was never committed"
+            time.sleep(0.01)
 
 
 class TestDiscovery:
@@ -282,3 +299,29 @@ def test_tags_are_paged_even_when_the_upstream_ignores_n_and_last(cache, upstrea
     assert (first.tags, first.has_more) == (["a", "b"], True)
     second = cache.tags("up/library/app", 2, "b")
     assert (second.tags, second.has_more) == (["c", "d"], False)
+
+
+def test_local_only_answers_hits_and_refuses_anything_that_needs_the_upstream(cache, upstream, clock):
+    digest = upstream.add_image("library/app", "v1")
+    local = cache.local_only()
+    with pytest.raises(NeedsUpstream):
+        local.manifest("up/library/app", "v1", ANY, with_body=True)
+    cache.manifest("up/library/app", "v1", ANY, with_body=True)
+    upstream.calls.clear()
+    assert local.manifest("up/library/app", "v1", ANY, with_body=True).record.digest == digest
+    assert local.manifest("up/library/app", str(digest), ANY, with_body=True).record.digest == digest
+    clock.advance(TTL + 1)
+    with pytest.raises(NeedsUpstream):  # stale: revalidation is the full cache's job
+        local.manifest("up/library/app", "v1", ANY, with_body=True)
+    with pytest.raises(NeedsUpstream):
+        local.blob("up/library/app", str(Digest.of(b"layer")), head=False)
+    assert upstream.calls == {}
+
+
+def test_catalog_names_root_rule_repositories_without_prefix(cache, upstream, rules):
+    from core.rules import Rule, RuleSet
+
+    cache.rules = RuleSet([*rules, Rule("", "https://root.invalid", library_namespace=True)])
+    upstream.add_image("library/alpine", "3")
+    cache.manifest("alpine", "3", ANY, with_body=False)
+    assert cache.catalog() == ["library/alpine"]

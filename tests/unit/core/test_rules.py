@@ -51,3 +51,13 @@ def test_duplicate_prefixes_and_negative_ttl_are_refused():
 
 def test_password_stays_out_of_repr():
     assert "hunter2" not in repr(Rule("a", "https://a.example", username="u", password="hunter2"))
+
+
+def test_root_rule_takes_what_no_prefix_matches():
+    rules = RuleSet([Rule("ghcr", "https://ghcr.io"), Rule("", "https://registry-1.docker.io", library_namespace=True)])
+    assert rules.route("ghcr/owner/app").rule.prefix == "ghcr"
+    root = rules.route("alpine")
+    assert (root.rule.prefix, root.repository, root.scope) == ("", "library/alpine", "(root)")
+    assert rules.route("library/alpine").repository == "library/alpine"
+    assert rules.route("bitnami/redis").repository == "bitnami/redis"
+    assert [rule.prefix for rule in rules] == ["ghcr", ""]
