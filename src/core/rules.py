@@ -74,9 +74,8 @@ class RuleSet:
     def __init__(self, rules: Iterable[Rule]) -> None:
         all_rules = list(rules)
         self._root = next((rule for rule in all_rules if rule.prefix == ROOT_PREFIX), None)
-        self._rules = sorted(
-            (rule for rule in all_rules if rule.prefix != ROOT_PREFIX), key=lambda rule: rule.prefix.count("/"), reverse=True
-        )
+        prefixed = (rule for rule in all_rules if rule.prefix != ROOT_PREFIX)
+        self._rules = sorted(prefixed, key=lambda rule: rule.prefix.count("/"), reverse=True)
         prefixes = [rule.prefix for rule in all_rules]
         duplicates = {prefix for prefix in prefixes if prefixes.count(prefix) > 1}
         if duplicates:
