@@ -16,6 +16,7 @@ from core.errors import (
     TooManyRequests,
     Unavailable,
 )
+from core.filling import copy_blob
 from core.mediatypes import (
     DOCKER_MANIFEST_LIST,
     OCI_INDEX,
@@ -28,15 +29,18 @@ from core.ports import (
     BlobBody,
     BlobFiller,
     BlobStore,
+    FillJob,
     ManifestRecord,
     MetadataStore,
+    Metrics,
+    NoMetrics,
     SizeOnly,
     TagRecord,
     Upstream,
     Upstreams,
 )
 from core.reference import Reference
-from core.rules import Route, Rule, RuleSet
+from core.rules import Route, Rule, RuleSet, RuleSource
 
 log = logging.getLogger(__name__)
 
@@ -71,19 +75,25 @@ class TagList:
 class PullThroughCache:
     def __init__(
         self,
-        rules: RuleSet,
+        rules: RuleSource,
         metadata: MetadataStore,
         blobs: BlobStore,
         upstreams: Upstreams,
         filler: BlobFiller,
         clock: Callable[[], float] = time.time,
+        metrics: Metrics | None = None,
     ) -> None:
-        self.rules = rules
+        self.rule_source = rules
         self._metadata = metadata
         self._blobs = blobs
         self._upstreams = upstreams
         self._filler = filler
         self._clock = clock
+        self._metrics = metrics or NoMetrics()
+
+    @property
+    def rules(self) -> RuleSet:
+        return self.rule_source.current()
 
     def local_only(self) -> PullThroughCache:
         """The same cache, answering only from what it holds and raising NeedsUpstream otherwise.
@@ -91,7 +101,9 @@ class PullThroughCache:
         Hits take well under a millisecond, so an async server can answer them inline and send only misses to a
         worker thread, where waiting on the upstream blocks nobody.
         """
-        return PullThroughCache(self.rules, self._metadata, self._blobs, _NoUpstreams(), self._filler, self._clock)
+        return PullThroughCache(
+            self.rule_source, self._metadata, self._blobs, _NoUpstreams(), self._filler, self._clock, self._metrics
+        )
 
     # -- manifests ------------------------------------------------------------------------------------------------
 
@@ -111,8 +123,10 @@ class PullThroughCache:
     def _manifest_by_digest(self, route: Route, digest: Digest) -> ManifestRecord:
         record = self._metadata.get_manifest(route.scope, digest)
         if record is not None and self._blobs.exists(digest):
+            self._metrics.count("ManifestHit")
             return record
         upstream = self._upstream(route)
+        self._metrics.count("ManifestMiss")
         fetched = upstream.get_manifest(route.repository, str(digest))
         return self._store_manifest(route, fetched.data, fetched.content_type, digest)
 
@@ -122,6 +136,7 @@ class PullThroughCache:
         if cached is not None and now - cached.checked_at < route.rule.tag_ttl_seconds:
             if now - cached.pulled_at >= PULL_RECORD_GRANULARITY_SECONDS:
                 self._metadata.record_pull(route.scope, route.repository, tag, now)
+            self._metrics.count("TagHit")
             return cached.manifest, None
         try:
             record = self._revalidate(route, tag, cached)
@@ -129,6 +144,7 @@ class PullThroughCache:
             if cached is None:
                 raise
             log.warning("serving stale %s/%s:%s: %s", route.scope, route.repository, tag, exc.message)
+            self._metrics.count("StaleServed")
             return cached.manifest, f"serving a cached copy: upstream failed ({exc.code})"
         self._metadata.put_tag(route.scope, route.repository, tag, TagRecord(record, now, now))
         return record, None
@@ -137,11 +153,13 @@ class PullThroughCache:
         """A HEAD (free on Docker Hub) tells whether the cached digest still holds; GET only what changed."""
         upstream = self._upstream(route)
         if cached is not None:
+            self._metrics.count("TagRevalidated")
             head = upstream.head_manifest(route.repository, tag)
             if head.digest == cached.manifest.digest:
                 return cached.manifest
             if head.digest is not None:
                 return self._manifest_by_digest(route, head.digest)
+        self._metrics.count("TagMiss")
         fetched = upstream.get_manifest(route.repository, tag)
         expected = Digest.parse(fetched.digest_header) if fetched.digest_header else Digest.of(fetched.data)
         return self._store_manifest(route, fetched.data, fetched.content_type, expected)
@@ -187,8 +205,10 @@ class PullThroughCache:
         if size is not None:
             body = self._blobs.locate(digest, head=head)
             if body is not None:
+                self._metrics.count("BlobHit")
                 return body
         upstream = self._upstream(route)
+        self._metrics.count("BlobMiss")
         if self._blobs.exists(digest):
             # Stored for another rule: link it here once this rule's upstream shows it has it too.
             upstream_size = upstream.head_blob(route.repository, digest)
@@ -202,10 +222,32 @@ class PullThroughCache:
             if upstream_size is not None:
                 return SizeOnly(upstream_size)
         return self._filler.fill(
-            digest,
+            FillJob(name, route.scope, digest),
             source=lambda: upstream.open_blob(route.repository, digest),
             on_commit=lambda committed_size: self._metadata.put_blob(route.scope, digest, committed_size),
         )
+
+    def fill_blob(self, name: str, digest_text: str, *, lease_owner: str, lease_seconds: float) -> int | None:
+        """Copy one blob into the cache now, whatever its size: the serverless fill function's job.
+
+        The request that handed the job over took the fill lease as `lease_owner`; renewing it here keeps every
+        other instance waiting instead of fetching too. None means someone else holds the lease.
+        """
+        route = self.rules.route(name)
+        digest = Digest.parse(digest_text)
+        job = FillJob(name, route.scope, digest)
+        if not self._metadata.acquire_lease(job.lease_key, lease_owner, lease_seconds):
+            return None
+        try:
+            size = self._metadata.get_blob(route.scope, digest)
+            if size is not None and self._blobs.exists(digest):
+                return size
+            upstream = self._upstream(route)
+            size = copy_blob(lambda: upstream.open_blob(route.repository, digest), self._blobs.writer(digest))
+            self._metadata.put_blob(route.scope, digest, size)
+            return size
+        finally:
+            self._metadata.release_lease(job.lease_key, lease_owner)
 
     # -- discovery ------------------------------------------------------------------------------------------------
 

@@ -98,8 +98,12 @@ class TooManyRequests(RegistryError):
 class Unavailable(RegistryError):
     code, http_status, default_message = "UNAVAILABLE", 503, "service unavailable"
 
+    def __init__(self, message: str | None = None, *, retry_after: int = 10) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
     def headers(self) -> dict[str, str]:
-        return {"Retry-After": "10"}
+        return {"Retry-After": str(self.retry_after)}
 
 
 class DigestMismatch(RegistryError):

@@ -116,6 +116,22 @@ class MetadataStore(Protocol):
 
     def put_blob(self, scope: str, digest: Digest, size: int) -> None: ...
 
+    def acquire_lease(self, key: str, owner: str, seconds: float) -> bool:
+        """Take (or renew, for the same owner) an expiring lease; False while another owner holds it.
+
+        Concurrent fills across processes or Lambda instances agree on one filler through this.
+        """
+
+    def release_lease(self, key: str, owner: str) -> None:
+        """Drop the lease if `owner` still holds it."""
+
+    def list_rules(self) -> list[Rule]:
+        """Rules kept in the store (the serverless deployment keeps its rules here)."""
+
+    def put_rule(self, rule: Rule) -> None: ...
+
+    def delete_rule(self, prefix: str) -> None: ...
+
 
 # -- the upstream registry ---------------------------------------------------------------------------------------
 
@@ -168,9 +184,36 @@ class Upstreams(Protocol):
     def for_rule(self, rule: Rule) -> Upstream: ...
 
 
+# -- observability --------------------------------------------------------------------------------------------------
+
+
+class Metrics(Protocol):
+    """Counters the service emits (cache hits and misses, stale answers); Lambda publishes them as EMF metrics."""
+
+    def count(self, name: str, value: float = 1.0) -> None: ...
+
+
+class NoMetrics:
+    def count(self, name: str, value: float = 1.0) -> None:
+        pass
+
+
 # -- filling the cache -------------------------------------------------------------------------------------------
 
 BlobSource = Callable[[], AbstractContextManager[UpstreamBlob]]
+
+
+@dataclass(frozen=True, slots=True)
+class FillJob:
+    """What a filler is asked to copy: enough for another process (a fill Lambda) to do it too."""
+
+    name: str  # as the client asked for it, rule prefix included
+    scope: str
+    digest: Digest
+
+    @property
+    def lease_key(self) -> str:
+        return f"fill/{self.scope}/{self.digest}"
 
 
 class BlobFiller(Protocol):
@@ -180,4 +223,4 @@ class BlobFiller(Protocol):
     `on_commit(size)` is called once the blob is verified and visible.
     """
 
-    def fill(self, digest: Digest, source: BlobSource, on_commit: Callable[[int], None]) -> BlobBody: ...
+    def fill(self, job: FillJob, source: BlobSource, on_commit: Callable[[int], None]) -> BlobBody: ...

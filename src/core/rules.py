@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import math
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from core.errors import NameUnknown
@@ -99,3 +103,31 @@ class RuleSet:
 
     def by_prefix(self, prefix: str) -> Rule | None:
         return next((rule for rule in self if rule.prefix == prefix), None)
+
+    def current(self) -> RuleSet:
+        return self
+
+
+class RuleSource(Protocol):
+    def current(self) -> RuleSet: ...
+
+
+class ReloadingRules:
+    """Rules loaded by `load` and reloaded at most every `interval` seconds: a Lambda container lives for hours,
+    and rule changes made meanwhile should reach it without a redeploy."""
+
+    def __init__(self, load: Callable[[], RuleSet], interval: float, clock: Callable[[], float] = time.monotonic):
+        self._load = load
+        self._interval = interval
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._rules = RuleSet([])
+        self._loaded_at = -math.inf  # first use loads: nothing is read at import (or into a SnapStart snapshot)
+
+    def current(self) -> RuleSet:
+        if self._clock() - self._loaded_at >= self._interval:
+            with self._lock:
+                if self._clock() - self._loaded_at >= self._interval:
+                    self._rules = self._load()
+                    self._loaded_at = self._clock()
+        return self._rules

@@ -40,18 +40,18 @@ def create_app(cache: PullThroughCache) -> FastAPI:
 
     @app.exception_handler(RegistryError)
     def registry_error(request: Request, error: RegistryError) -> Response:
-        return _error_response(error)
+        return _error_response(request, error)
 
     @app.exception_handler(StarletteHTTPException)
     def http_error(request: Request, error: StarletteHTTPException) -> Response:
         if error.status_code == 405:
-            return _error_response(Unsupported())
-        return _error_response(NameUnknown("no such endpoint"))
+            return _error_response(request, Unsupported())
+        return _error_response(request, NameUnknown("no such endpoint"))
 
     @app.exception_handler(Exception)
     def unexpected_error(request: Request, error: Exception) -> Response:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return _error_response(RegistryError())
+        return _error_response(request, RegistryError())
 
     @app.api_route("/v2/", methods=PULL)
     @app.api_route("/v2", methods=PULL, include_in_schema=False)
@@ -116,10 +116,13 @@ def create_app(cache: PullThroughCache) -> FastAPI:
     return app
 
 
-def _error_response(error: RegistryError) -> Response:
-    return JSONResponse(
+def _error_response(request: Request, error: RegistryError) -> Response:
+    response = JSONResponse(
         error.to_body(), status_code=error.http_status, headers={**error.headers(), **API_VERSION_HEADERS}
     )
+    if request.method == "HEAD":  # HTTP servers drop a HEAD body themselves; Mangum does not
+        response.body = b""
+    return response
 
 
 def _blob_response(body: BlobBody, digest: str, range_header: str | None, *, head: bool) -> Response:

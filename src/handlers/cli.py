@@ -9,8 +9,10 @@ from pathlib import Path
 import click
 import uvicorn
 
-from core.rules import RuleInvalid
-from handlers.config import load_rules
+from core.rules import RuleInvalid, RuleSet
+from handlers.aws import AwsSettings, ensure_resources, store_rules
+from handlers.config import PRESETS, load_rules
+from handlers.lambda_local import serve as serve_events
 from handlers.local import DATA_DIR_ENV, RULES_FILE_ENV
 
 
@@ -29,14 +31,28 @@ def main() -> None:
 @click.option("--access-log/--no-access-log", default=False, show_default=True)
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))  # fmt: skip
+@click.option(
+    "--lambda",
+    "lambda_path",
+    is_flag=True,
+    help="Serve through the real Lambda handler (API Gateway events, S3 and DynamoDB at AWS_ENDPOINT_URL).",
+)
+@click.option("--table", default="pullthrough-local", show_default=True, help="DynamoDB table (--lambda only).")
+@click.option("--bucket", default="pullthrough-local", show_default=True, help="S3 bucket (--lambda only).")
+@click.option("--sync-fill-max-bytes", default=64 << 20, show_default=True, type=int,
+              help="Largest blob a request copies itself (--lambda only); bigger go to the fill function.")  # fmt: skip
 def serve(
-    host: str, port: int, data_dir: Path, rules_file: Path | None, workers: int, access_log: bool, log_level: str
-) -> None:
+    host: str, port: int, data_dir: Path, rules_file: Path | None, workers: int, access_log: bool, log_level: str,
+    lambda_path: bool, table: str, bucket: str, sync_fill_max_bytes: int,
+) -> None:  # fmt: skip
     """Start the cache as a local registry."""
     try:
         rules = load_rules(rules_file)
     except RuleInvalid as exc:
         raise click.UsageError(str(exc)) from exc
+    if lambda_path:
+        _serve_lambda(host, port, rules_file, rules, table, bucket, sync_fill_max_bytes, log_level)
+        return
     data_dir = data_dir.resolve()
     os.environ[DATA_DIR_ENV] = str(data_dir)
     if rules_file is not None:
@@ -57,3 +73,37 @@ def serve(
         loop="uvloop",
         timeout_keep_alive=30,
     )
+
+
+def _serve_lambda(
+    host: str,
+    port: int,
+    rules_file: Path | None,
+    rules: RuleSet,
+    table: str,
+    bucket: str,
+    sync_max: int,
+    log_level: str,
+) -> None:
+    """Set the environment the SAM template sets, prepare table and bucket, then serve the real handler."""
+    os.environ.update({
+        "PULLTHROUGH_TABLE_NAME": table,
+        "PULLTHROUGH_BUCKET_NAME": bucket,
+        "PULLTHROUGH_FILL_IN_PROCESS": "1",
+        "PULLTHROUGH_SYNC_FILL_MAX_BYTES": str(sync_max),
+        # with a rules file, its rules are stored in the table; without, every preset is enabled
+        "PULLTHROUGH_BUILTIN_RULES": "" if rules_file else ",".join(PRESETS),
+        "POWERTOOLS_SERVICE_NAME": "pullthrough",
+        "POWERTOOLS_METRICS_NAMESPACE": "Pullthrough",
+        "POWERTOOLS_LOG_LEVEL": log_level.upper(),
+        "POWERTOOLS_TRACE_DISABLED": "true",  # no X-Ray daemon here
+    })  # fmt: skip
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    settings = AwsSettings.from_environment()
+    ensure_resources(settings)
+    if rules_file:
+        store_rules(settings, rules)
+    from handlers import lambda_api  # built now, with the environment above, as at a cold start
+
+    click.echo(f"pullthrough (Lambda path) on http://{host}:{port}; table {table}, bucket {bucket}", err=True)
+    serve_events(lambda_api.handler, host, port)

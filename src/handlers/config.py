@@ -11,15 +11,25 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from core.rules import DEFAULT_TAG_TTL_SECONDS, ROOT_PREFIX, Rule, RuleInvalid, RuleSet
 
 DOCKER_HUB = "https://registry-1.docker.io"
-BUILTIN_RULES = (
-    Rule("docker-hub", DOCKER_HUB, library_namespace=True),
-    Rule("ghcr", "https://ghcr.io"),
-    Rule("quay", "https://quay.io"),
-    Rule("ecr-public", "https://public.ecr.aws"),
-    Rule("k8s", "https://registry.k8s.io"),
+PRESETS = {
+    "docker-hub": Rule("docker-hub", DOCKER_HUB, library_namespace=True),
+    "ghcr": Rule("ghcr", "https://ghcr.io"),
+    "quay": Rule("quay", "https://quay.io"),
+    "ecr-public": Rule("ecr-public", "https://public.ecr.aws"),
+    "k8s": Rule("k8s", "https://registry.k8s.io"),
     # The root rule: Docker's registry-mirrors sends /v2/library/alpine/..., with no room for a prefix.
-    Rule(ROOT_PREFIX, DOCKER_HUB, library_namespace=True),
-)
+    "docker-hub-root": Rule(ROOT_PREFIX, DOCKER_HUB, library_namespace=True),
+}
+BUILTIN_RULES = tuple(PRESETS.values())
+
+
+def preset_rules(names: str) -> list[Rule]:
+    """Rules for a comma-separated list of preset names (how the SAM template enables built-in upstreams)."""
+    chosen = [name.strip() for name in names.split(",") if name.strip()]
+    unknown = [name for name in chosen if name not in PRESETS]
+    if unknown:
+        raise RuleInvalid(f"unknown upstream presets {unknown}; known: {sorted(PRESETS)}")
+    return [PRESETS[name] for name in chosen]
 
 
 class RuleConfig(BaseModel):

@@ -63,3 +63,38 @@ class MetadataStoreContract:
         assert store.get_blob("other", D1) is None
         store.put_blob("s", D1, 99)
         assert store.get_blob("s", D1) == 99
+
+    def test_lease_excludes_other_owners_until_it_expires(self, store: MetadataStore, clock):
+        assert store.acquire_lease("fill/x", "a", 30)
+        assert not store.acquire_lease("fill/x", "b", 30)
+        assert store.acquire_lease("fill/y", "b", 30)  # another key
+        clock.advance(29)
+        assert not store.acquire_lease("fill/x", "b", 30)
+        clock.advance(2)
+        assert store.acquire_lease("fill/x", "b", 30)  # a died: b takes over
+        assert not store.acquire_lease("fill/x", "a", 30)
+
+    def test_lease_renewal_and_release(self, store: MetadataStore, clock):
+        assert store.acquire_lease("fill/x", "a", 10)
+        clock.advance(8)
+        assert store.acquire_lease("fill/x", "a", 10)  # renewed to t+18
+        clock.advance(8)
+        assert not store.acquire_lease("fill/x", "b", 10)
+        store.release_lease("fill/x", "b")  # not b's to release
+        assert not store.acquire_lease("fill/x", "b", 10)
+        store.release_lease("fill/x", "a")
+        assert store.acquire_lease("fill/x", "b", 10)
+
+    def test_rules_round_trip(self, store: MetadataStore):
+        from core.rules import Rule
+
+        assert store.list_rules() == []
+        hub = Rule("hub", "https://registry-1.docker.io", 600, library_namespace=True)
+        root = Rule("", "https://mirror.example", 0)
+        store.put_rule(hub)
+        store.put_rule(root)
+        assert sorted(store.list_rules(), key=lambda rule: rule.prefix) == [root, hub]
+        store.put_rule(Rule("hub", "https://other.example"))
+        store.delete_rule("")
+        store.delete_rule("never-existed")
+        assert store.list_rules() == [Rule("hub", "https://other.example")]

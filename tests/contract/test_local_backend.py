@@ -30,8 +30,15 @@ class TestFileBlobStore(BlobStoreContract):
 
 class TestSqliteMetadataStore(MetadataStoreContract):
     @pytest.fixture
-    def store(self, tmp_path: Path) -> SqliteMetadataStore:
-        return SqliteMetadataStore(tmp_path / "metadata.sqlite3")
+    def store(self, tmp_path: Path, clock) -> SqliteMetadataStore:
+        return SqliteMetadataStore(tmp_path / "metadata.sqlite3", clock=clock)
+
+    def test_one_lease_winner_among_processes(self, tmp_path: Path):
+        path = tmp_path / "metadata.sqlite3"
+        SqliteMetadataStore(path)
+        with multiprocessing.get_context("spawn").Pool(4) as pool:
+            winners = pool.starmap(_try_lease, [(path, f"owner-{n}") for n in range(8)])
+        assert sum(winners) == 1
 
     def test_several_processes_share_one_database(self, tmp_path: Path):
         path = tmp_path / "metadata.sqlite3"
@@ -46,3 +53,7 @@ def _write_tags(path: Path, worker: int) -> None:
     store = SqliteMetadataStore(path)
     for index in range(50):
         store.put_tag("s", "repo", f"w{worker}-{index}", tag_record())
+
+
+def _try_lease(path: Path, owner: str) -> bool:
+    return SqliteMetadataStore(path).acquire_lease("fill/x", owner, 60)

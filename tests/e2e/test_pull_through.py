@@ -6,77 +6,17 @@ upstream exactly once; warm pulls by tag (within the TTL) and by digest reach th
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import PREFIX
-from tests.support.clients import Containerd, Podman, skopeo_copy, skopeo_inspect_digest, verify_dir_digests
+from tests.e2e.conftest import IMAGES, PREFIX, fetches, platforms
+from tests.support.clients import skopeo_copy, skopeo_inspect_digest, verify_dir_digests
 from tests.support.images import TestImage
 from tests.support.pullthrough import PullthroughServer
-from tests.support.upstream import AccessLogEntry, DistributionRegistry, summarize
+from tests.support.upstream import DistributionRegistry, summarize
 
 pytestmark = pytest.mark.e2e
-
-IMAGES = ["single-oci", "multi-oci", "single-docker", "multi-docker", "big"]
-
-
-def platforms(image: TestImage) -> list[tuple[str, str | None]]:
-    """(arch, variant) of every platform, e.g. [("amd64", None), ("arm64", "v8")]."""
-    result = []
-    for platform in image.platforms:
-        _, arch, *variant = platform.split("/")
-        result.append((arch, variant[0] if variant else None))
-    return result
-
-
-class SkopeoPuller:
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.pulls = 0
-
-    def pull(self, ref: str, arch: str, variant: str | None, image: TestImage) -> None:
-        self.pulls += 1
-        out = self.workdir / f"pull-{self.pulls}"
-        skopeo_copy(ref, out, arch=arch, variant=variant)
-        assert verify_dir_digests(out) <= image.blob_digests
-
-
-class PodmanPuller:
-    def __init__(self, workdir: Path) -> None:
-        self.podman = Podman(workdir / "podman")
-
-    def pull(self, ref: str, arch: str, variant: str | None, image: TestImage) -> None:
-        self.podman.pull(ref, arch=arch, variant=variant)
-        name = ref.split("@")[0].rsplit(":", 1)[0] if "@" not in ref else ref.split("@")[0]
-        assert f"{name}@{image.digest}" in self.podman.repo_digests(ref)
-
-
-class CtrPuller:
-    def __init__(self, containerd: Containerd) -> None:
-        self.containerd = containerd
-
-    def pull(self, ref: str, arch: str, variant: str | None, image: TestImage) -> None:
-        platform = "/".join(part for part in ("linux", arch, variant) if part)
-        self.containerd.pull(ref, platform=platform)
-        assert self.containerd.image_digest(ref) == image.digest
-
-
-@pytest.fixture(params=["skopeo", "podman", "ctr"])
-def puller(request: pytest.FixtureRequest, tmp_path: Path):
-    if request.param == "skopeo":
-        yield SkopeoPuller(tmp_path)
-    elif request.param == "podman":
-        yield PodmanPuller(tmp_path)
-    else:
-        with Containerd(tmp_path / "containerd") as containerd:
-            yield CtrPuller(containerd)
-
-
-def fetches(entries: list[AccessLogEntry]) -> Counter[str]:
-    """How many times each manifest or blob was fetched (GET) from the upstream, by the last path segment."""
-    return Counter(entry.path.rsplit("/", 1)[1] for entry in entries if entry.method == "GET" and entry.status == 200)
 
 
 @pytest.mark.parametrize("key", IMAGES)

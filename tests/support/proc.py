@@ -42,10 +42,18 @@ def run(cmd: Command, *, timeout: float = 120.0, env: Mapping[str, str] | None =
 _RUNNING: set[subprocess.Popen[bytes]] = set()
 
 
-def spawn(cmd: Command, *, stdout: IO[bytes], stderr: IO[bytes]) -> subprocess.Popen[bytes]:
-    """Start a background server in its own session; it is killed at interpreter exit if nobody stopped it."""
+def spawn(
+    cmd: Command, *, stdout: IO[bytes], stderr: IO[bytes], env: Mapping[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start a background server in its own session; it is killed at interpreter exit if nobody stopped it.
+    `env` adds variables to this process's environment."""
     proc = subprocess.Popen(
-        [str(part) for part in cmd], stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, start_new_session=True
+        [str(part) for part in cmd],
+        stdin=subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=stderr,
+        start_new_session=True,
+        env={**os.environ, **env} if env else None,
     )
     _RUNNING.add(proc)
     return proc

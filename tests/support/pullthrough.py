@@ -13,10 +13,20 @@ from .ports import free_port, wait_for_http
 
 
 class PullthroughServer:
-    def __init__(self, workdir: Path, rules: list[dict[str, object]], *, workers: int = 1) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        rules: list[dict[str, object]],
+        *,
+        workers: int = 1,
+        extra_args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.workdir = workdir
         self.rules = rules
         self.workers = workers
+        self.extra_args = extra_args
+        self.env = env
         self.port = free_port()
         self.data_dir = workdir / "data"
         self.log = workdir / "pullthrough.log"
@@ -36,9 +46,9 @@ class PullthroughServer:
         rules_file.write_text(json.dumps({"rules": self.rules}))
         executable = Path(sys.executable).parent / "pullthrough"
         command = [executable, "serve", "--host", "127.0.0.1", "--port", str(self.port), "--data-dir", self.data_dir,
-                   "--rules", rules_file, "--workers", str(self.workers)]  # fmt: skip
+                   "--rules", rules_file, "--workers", str(self.workers), *self.extra_args]  # fmt: skip
         with self.log.open("ab") as log:
-            self._proc = proc.spawn(command, stdout=log, stderr=log)
+            self._proc = proc.spawn(command, stdout=log, stderr=log, env=self.env)
         deadline = time.monotonic() + timeout
         while True:
             if self._proc.poll() is not None:

@@ -15,7 +15,7 @@ from typing import BinaryIO
 from adapters.local.blob_store import FileBlobStore, FileBlobWriter
 from core.digest import Digest
 from core.errors import DigestMismatch, RegistryError, Unavailable
-from core.ports import BlobBody, BlobSource, LocalBlob, StreamedBlob
+from core.ports import BlobBody, BlobSource, FillJob, LocalBlob, StreamedBlob
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,8 @@ class TeeFiller:
         self._fills: dict[Digest, _Fill] = {}
         self._lock = threading.Lock()
 
-    def fill(self, digest: Digest, source: BlobSource, on_commit: Callable[[int], None]) -> BlobBody:
+    def fill(self, job: FillJob, source: BlobSource, on_commit: Callable[[int], None]) -> BlobBody:
+        digest = job.digest
         with self._lock:
             fill = self._fills.get(digest)
             if fill is None:

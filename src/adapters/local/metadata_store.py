@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from core.digest import Digest
 from core.ports import ManifestRecord, TagRecord
+from core.rules import Rule
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tags (
@@ -25,15 +28,22 @@ CREATE TABLE IF NOT EXISTS blobs (
     scope TEXT NOT NULL, digest TEXT NOT NULL, size INTEGER NOT NULL,
     PRIMARY KEY (scope, digest)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS leases (
+    key TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rules (
+    prefix TEXT PRIMARY KEY, upstream TEXT NOT NULL, tag_ttl_seconds INTEGER NOT NULL,
+    library_namespace INTEGER NOT NULL
+) WITHOUT ROWID;
 """
 
 
 class SqliteMetadataStore:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
         self._path = path
+        self._clock = clock
         self._local = threading.local()
-        with self._connect() as db:
-            db.executescript(_SCHEMA)
+        self._db.executescript(_SCHEMA)
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self._path, timeout=30, isolation_level=None, check_same_thread=False)
@@ -104,3 +114,33 @@ class SqliteMetadataStore:
 
     def put_blob(self, scope: str, digest: Digest, size: int) -> None:
         self._db.execute("INSERT OR REPLACE INTO blobs VALUES (?, ?, ?)", (scope, str(digest), size))
+
+    # -- leases ------------------------------------------------------------------------------------------------------
+
+    def acquire_lease(self, key: str, owner: str, seconds: float) -> bool:
+        now = self._clock()
+        # One statement, so SQLite's write lock makes it atomic across processes.
+        cursor = self._db.execute(
+            "INSERT INTO leases VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE SET owner = excluded.owner,"
+            " expires_at = excluded.expires_at WHERE leases.owner = excluded.owner OR leases.expires_at <= ?",
+            (key, owner, now + seconds, now),
+        )
+        return cursor.rowcount == 1
+
+    def release_lease(self, key: str, owner: str) -> None:
+        self._db.execute("DELETE FROM leases WHERE key = ? AND owner = ?", (key, owner))
+
+    # -- rules -------------------------------------------------------------------------------------------------------
+
+    def list_rules(self) -> list[Rule]:
+        rows = self._db.execute("SELECT prefix, upstream, tag_ttl_seconds, library_namespace FROM rules")
+        return [Rule(prefix, upstream, ttl, bool(library)) for prefix, upstream, ttl, library in rows]
+
+    def put_rule(self, rule: Rule) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO rules VALUES (?, ?, ?, ?)",
+            (rule.prefix, rule.upstream, rule.tag_ttl_seconds, int(rule.library_namespace)),
+        )
+
+    def delete_rule(self, prefix: str) -> None:
+        self._db.execute("DELETE FROM rules WHERE prefix = ?", (prefix,))

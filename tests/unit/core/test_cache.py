@@ -76,7 +76,7 @@ class TestManifestsByTag:
     def test_zero_ttl_revalidates_every_time(self, cache, upstream: FakeUpstream, rules):
         from core.rules import Rule, RuleSet
 
-        cache.rules = RuleSet([*rules, Rule("always", "http://always.invalid", tag_ttl_seconds=0)])
+        cache.rule_source = RuleSet([*rules, Rule("always", "http://always.invalid", tag_ttl_seconds=0)])
         upstream.add_image("app", "v1")
         cache.manifest("always/app", "v1", ANY, with_body=False)
         upstream.calls.clear()
@@ -321,7 +321,38 @@ def test_local_only_answers_hits_and_refuses_anything_that_needs_the_upstream(ca
 def test_catalog_names_root_rule_repositories_without_prefix(cache, upstream, rules):
     from core.rules import Rule, RuleSet
 
-    cache.rules = RuleSet([*rules, Rule("", "https://root.invalid", library_namespace=True)])
+    cache.rule_source = RuleSet([*rules, Rule("", "https://root.invalid", library_namespace=True)])
     upstream.add_image("library/alpine", "3")
     cache.manifest("alpine", "3", ANY, with_body=False)
     assert cache.catalog() == ["library/alpine"]
+
+
+def test_fill_blob_copies_under_the_lease_and_skips_when_another_holds_it(cache, upstream):
+    digest = upstream.add_blob("library/app", b"content")
+    local = cache.local_only()
+    assert cache.fill_blob("up/library/app", str(digest), lease_owner="a", lease_seconds=60) == len(b"content")
+    assert isinstance(local.blob("up/library/app", str(digest), head=False), LocalBlob)
+
+    other = upstream.add_blob("library/app", b"other")
+    cache._metadata.acquire_lease(f"fill/up/{other}", "somebody", 60)
+    assert cache.fill_blob("up/library/app", str(other), lease_owner="a", lease_seconds=60) is None
+    assert upstream.calls["open_blob"] == 1
+
+
+def test_reloading_rules_load_lazily_and_reload_after_the_interval():
+    from core.rules import ReloadingRules, Rule, RuleSet
+
+    loads: list[int] = []
+    now = [0.0]
+
+    def load() -> RuleSet:
+        loads.append(1)
+        return RuleSet([Rule(f"r{len(loads)}", "https://a.example")])
+
+    rules = ReloadingRules(load, 60, clock=lambda: now[0])
+    assert loads == []  # nothing at construction (a Lambda import, a SnapStart snapshot)
+    assert rules.current().by_prefix("r1") is not None
+    now[0] = 59
+    assert rules.current().by_prefix("r1") is not None and len(loads) == 1
+    now[0] = 61
+    assert rules.current().by_prefix("r2") is not None

@@ -1,0 +1,193 @@
+"""Cache metadata in one DynamoDB table (string keys `pk` and `sk`, TTL attribute `expires_at`).
+
+| item | pk | sk | attributes |
+|---|---|---|---|
+| tag | `TAG#<scope>#<repository>` | `<tag>` | digest, media_type, size, checked_at, pulled_at |
+| manifest | `MANIFEST#<scope>#<digest>` | `-` | repository, media_type, size |
+| blob | `BLOB#<scope>#<digest>` | `-` | size |
+| repository index | `REPOSITORIES` | `<scope>#<repository>` | |
+| lease | `LEASE#<key>` | `-` | owner, expires_at (TTL) |
+| rule | `RULES` | `RULE#<prefix>` | upstream, tag_ttl_seconds, library_namespace |
+
+Manifests and blobs get a partition each, so hot content spreads over partitions; tags of one repository share one,
+so listing them is a Query. Expired leases may linger up to two days before TTL deletes them: reads always compare
+`expires_at` with the clock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from core.digest import Digest
+from core.errors import Unavailable
+from core.ports import ManifestRecord, TagRecord
+from core.rules import Rule
+
+SINGLE = "-"
+
+
+def _s(value: str) -> dict[str, str]:
+    return {"S": value}
+
+
+def _n(value: float) -> dict[str, str]:
+    return {"N": repr(value) if isinstance(value, float) else str(value)}
+
+
+def _conditional_failure(error: ClientError) -> bool:
+    return bool(error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException")
+
+
+class DynamoMetadataStore:
+    def __init__(self, client: Any, table: str, clock: Callable[[], float] = time.time) -> None:
+        self._client = client
+        self._table = table
+        self._clock = clock
+
+    # -- tags --------------------------------------------------------------------------------------------------------
+
+    def get_tag(self, scope: str, repository: str, tag: str) -> TagRecord | None:
+        item = self._get(f"TAG#{scope}#{repository}", tag)
+        if item is None:
+            return None
+        manifest = ManifestRecord(Digest.parse(item["digest"]["S"]), item["media_type"]["S"], int(item["size"]["N"]))
+        return TagRecord(manifest, float(item["checked_at"]["N"]), float(item["pulled_at"]["N"]))
+
+    def put_tag(self, scope: str, repository: str, tag: str, record: TagRecord) -> None:
+        manifest = record.manifest
+        self._put({
+            "pk": _s(f"TAG#{scope}#{repository}"), "sk": _s(tag),
+            "digest": _s(str(manifest.digest)), "media_type": _s(manifest.media_type), "size": _n(manifest.size),
+            "checked_at": _n(record.checked_at), "pulled_at": _n(record.pulled_at),
+        })  # fmt: skip
+        self._index_repository(scope, repository)
+
+    def record_pull(self, scope: str, repository: str, tag: str, pulled_at: float) -> None:
+        with contextlib.suppress(ClientError):  # _call lets only conditional failures through: a newer pull
+            self._call(
+                self._client.update_item,
+                TableName=self._table,
+                Key={"pk": _s(f"TAG#{scope}#{repository}"), "sk": _s(tag)},
+                UpdateExpression="SET pulled_at = :t",
+                ConditionExpression="attribute_exists(pk) AND pulled_at < :t",
+                ExpressionAttributeValues={":t": _n(pulled_at)},
+            )
+
+    def list_tags(self, scope: str, repository: str) -> list[str]:
+        return [item["sk"]["S"] for item in self._query(f"TAG#{scope}#{repository}")]
+
+    def list_repositories(self) -> list[tuple[str, str]]:
+        pairs = []
+        for item in self._query("REPOSITORIES"):
+            scope, _, repository = item["sk"]["S"].partition("#")
+            pairs.append((scope, repository))
+        return pairs
+
+    # -- content -----------------------------------------------------------------------------------------------------
+
+    def get_manifest(self, scope: str, digest: Digest) -> ManifestRecord | None:
+        item = self._get(f"MANIFEST#{scope}#{digest}", SINGLE)
+        return None if item is None else ManifestRecord(digest, item["media_type"]["S"], int(item["size"]["N"]))
+
+    def put_manifest(self, scope: str, repository: str, record: ManifestRecord) -> None:
+        self._put({
+            "pk": _s(f"MANIFEST#{scope}#{record.digest}"), "sk": _s(SINGLE), "repository": _s(repository),
+            "media_type": _s(record.media_type), "size": _n(record.size),
+        })  # fmt: skip
+        self._index_repository(scope, repository)
+
+    def get_blob(self, scope: str, digest: Digest) -> int | None:
+        item = self._get(f"BLOB#{scope}#{digest}", SINGLE)
+        return None if item is None else int(item["size"]["N"])
+
+    def put_blob(self, scope: str, digest: Digest, size: int) -> None:
+        self._put({"pk": _s(f"BLOB#{scope}#{digest}"), "sk": _s(SINGLE), "size": _n(size)})
+
+    # -- leases ------------------------------------------------------------------------------------------------------
+
+    def acquire_lease(self, key: str, owner: str, seconds: float) -> bool:
+        now = self._clock()
+        try:
+            self._call(
+                self._client.put_item,
+                TableName=self._table,
+                Item={"pk": _s(f"LEASE#{key}"), "sk": _s(SINGLE), "owner": _s(owner), "expires_at": _n(now + seconds)},
+                ConditionExpression="attribute_not_exists(pk) OR #owner = :owner OR expires_at <= :now",
+                ExpressionAttributeNames={"#owner": "owner"},
+                ExpressionAttributeValues={":owner": _s(owner), ":now": _n(now)},
+            )
+            return True
+        except ClientError:  # another owner holds an unexpired lease
+            return False
+
+    def release_lease(self, key: str, owner: str) -> None:
+        with contextlib.suppress(ClientError):  # no longer ours: nothing to release
+            self._call(
+                self._client.delete_item,
+                TableName=self._table,
+                Key={"pk": _s(f"LEASE#{key}"), "sk": _s(SINGLE)},
+                ConditionExpression="#owner = :owner",
+                ExpressionAttributeNames={"#owner": "owner"},
+                ExpressionAttributeValues={":owner": _s(owner)},
+            )
+
+    # -- rules -------------------------------------------------------------------------------------------------------
+
+    def list_rules(self) -> list[Rule]:
+        return [
+            Rule(
+                prefix=item["sk"]["S"].removeprefix("RULE#"),
+                upstream=item["upstream"]["S"],
+                tag_ttl_seconds=int(item["tag_ttl_seconds"]["N"]),
+                library_namespace=item["library_namespace"]["BOOL"],
+            )
+            for item in self._query("RULES")
+        ]
+
+    def put_rule(self, rule: Rule) -> None:
+        self._put({
+            "pk": _s("RULES"), "sk": _s(f"RULE#{rule.prefix}"), "upstream": _s(rule.upstream),
+            "tag_ttl_seconds": _n(rule.tag_ttl_seconds), "library_namespace": {"BOOL": rule.library_namespace},
+        })  # fmt: skip
+
+    def delete_rule(self, prefix: str) -> None:
+        self._call(self._client.delete_item, TableName=self._table, Key={"pk": _s("RULES"), "sk": _s(f"RULE#{prefix}")})
+
+    # -- DynamoDB ----------------------------------------------------------------------------------------------------
+
+    def _index_repository(self, scope: str, repository: str) -> None:
+        self._put({"pk": _s("REPOSITORIES"), "sk": _s(f"{scope}#{repository}")})
+
+    def _get(self, pk: str, sk: str) -> dict[str, Any] | None:
+        answer = self._call(self._client.get_item, TableName=self._table, Key={"pk": _s(pk), "sk": _s(sk)})
+        item: dict[str, Any] | None = answer.get("Item")
+        return item
+
+    def _put(self, item: dict[str, Any]) -> None:
+        self._call(self._client.put_item, TableName=self._table, Item=item)
+
+    def _query(self, pk: str) -> Iterator[dict[str, Any]]:
+        paginator = self._client.get_paginator("query")
+        pages = paginator.paginate(
+            TableName=self._table, KeyConditionExpression="pk = :pk", ExpressionAttributeValues={":pk": _s(pk)}
+        )
+        try:
+            for page in pages:
+                yield from page["Items"]
+        except ClientError as exc:
+            raise Unavailable("metadata store unavailable") from exc
+
+    @staticmethod
+    def _call(operation: Callable[..., dict[str, Any]], **arguments: Any) -> dict[str, Any]:
+        """Conditional failures are answers the caller reads; anything else means the store is unavailable."""
+        try:
+            return operation(**arguments)
+        except ClientError as exc:
+            if _conditional_failure(exc):
+                raise
+            raise Unavailable("metadata store unavailable") from exc

@@ -1,0 +1,99 @@
+"""Blob misses on Lambda, where a response cannot stream and API Gateway gives up after 30 seconds.
+
+One instance at a time fills a given blob: it takes a lease in DynamoDB. The lease holder copies a blob it can
+finish in time (known size under the limit, and done before the deadline) straight into S3 and redirects the client
+there. Anything bigger is handed to the fill function, which renews the same lease and copies for up to 15 minutes,
+while clients get 503 with Retry-After. Requests that find the lease taken wait briefly for the blob to land, then
+get the same 503: nobody starts a second upstream fetch.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from typing import Protocol
+
+from core.errors import Unavailable
+from core.filling import DeadlinePassed, write_blob
+from core.ports import BlobBody, BlobSource, BlobStore, FillJob, MetadataStore
+
+log = logging.getLogger(__name__)
+
+LEASE_SECONDS = 60  # longer than a synchronous fill can take on Lambda (29 s)
+RETRY_AFTER_SECONDS = 5
+
+
+class FillDispatcher(Protocol):
+    """Starts the fill function for a job, asynchronously; `lease_owner` lets it take over the lease."""
+
+    def dispatch(self, job: FillJob, lease_owner: str) -> None: ...
+
+
+class LeasedFiller:
+    def __init__(
+        self,
+        blobs: BlobStore,
+        metadata: MetadataStore,
+        dispatcher: FillDispatcher,
+        *,
+        sync_max_bytes: int,
+        sync_seconds: float = 20.0,
+        wait_seconds: float = 10.0,
+        poll_seconds: float = 0.25,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._blobs = blobs
+        self._metadata = metadata
+        self._dispatcher = dispatcher
+        self._sync_max_bytes = sync_max_bytes
+        self._sync_seconds = sync_seconds
+        self._wait_seconds = wait_seconds
+        self._poll_seconds = poll_seconds
+        self._sleep = sleep
+
+    def fill(self, job: FillJob, source: BlobSource, on_commit: Callable[[int], None]) -> BlobBody:
+        owner = uuid.uuid4().hex
+        if not self._metadata.acquire_lease(job.lease_key, owner, LEASE_SECONDS):
+            return self._wait_for(job)
+        handed_over = False
+        try:
+            deadline = time.monotonic() + self._sync_seconds
+            with source() as upstream_blob:
+                if upstream_blob.size is None or upstream_blob.size > self._sync_max_bytes:
+                    handed_over = True
+                    self._hand_over(job, owner)
+                try:
+                    size = write_blob(upstream_blob, self._blobs.writer(job.digest), deadline)
+                except DeadlinePassed:
+                    handed_over = True
+                    self._hand_over(job, owner)
+            on_commit(size)
+        finally:
+            if not handed_over:
+                self._metadata.release_lease(job.lease_key, owner)
+        located = self._blobs.locate(job.digest, head=False)
+        assert located is not None
+        return located
+
+    def _hand_over(self, job: FillJob, owner: str) -> None:
+        """Start the fill function under our lease and tell the client to come back."""
+        self._dispatcher.dispatch(job, owner)
+        log.info("handed %s over to the fill function", job.digest)
+        raise _being_filled(job)
+
+    def _wait_for(self, job: FillJob) -> BlobBody:
+        waited = 0.0
+        while waited < self._wait_seconds:
+            if self._metadata.get_blob(job.scope, job.digest) is not None:
+                located = self._blobs.locate(job.digest, head=False)
+                if located is not None:
+                    return located
+            self._sleep(self._poll_seconds)
+            waited += self._poll_seconds
+        raise _being_filled(job)
+
+
+def _being_filled(job: FillJob) -> Unavailable:
+    return Unavailable(f"{job.digest} is being copied into the cache; retry shortly", retry_after=RETRY_AFTER_SECONDS)

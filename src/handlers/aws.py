@@ -1,0 +1,133 @@
+"""Composition root of the serverless mode: S3, DynamoDB and Lambda, built once per Lambda container."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from adapters.aws.dispatch import LambdaDispatcher, ThreadDispatcher
+from adapters.aws.dynamodb_metadata_store import DynamoMetadataStore
+from adapters.aws.filler import FillDispatcher, LeasedFiller
+from adapters.aws.s3_blob_store import S3BlobStore
+from adapters.upstream.client import HttpUpstreams
+from core.cache import PullThroughCache
+from core.ports import Metrics
+from core.rules import ReloadingRules, Rule, RuleSet
+from handlers.config import preset_rules
+
+RULES_RELOAD_SECONDS = 60.0
+FILL_LEASE_SECONDS = 900.0  # the fill function's own timeout
+
+
+@dataclass(frozen=True)
+class AwsSettings:
+    table: str
+    bucket: str
+    fill_function: str | None
+    builtin_rules: str
+    sync_fill_max_bytes: int
+    presign_seconds: int
+    endpoint_url: str | None  # set when S3 and DynamoDB are emulated (moto), never on AWS
+    fill_in_process: bool  # the local emulation runs the fill function in a thread
+
+    @classmethod
+    def from_environment(cls) -> AwsSettings:
+        env = os.environ
+        return cls(
+            table=env["PULLTHROUGH_TABLE_NAME"],
+            bucket=env["PULLTHROUGH_BUCKET_NAME"],
+            fill_function=env.get("PULLTHROUGH_FILL_FUNCTION_NAME") or None,
+            builtin_rules=env.get("PULLTHROUGH_BUILTIN_RULES", ""),
+            sync_fill_max_bytes=int(env.get("PULLTHROUGH_SYNC_FILL_MAX_BYTES", 64 << 20)),
+            presign_seconds=int(env.get("PULLTHROUGH_PRESIGN_EXPIRY_SECONDS", 600)),
+            endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
+            fill_in_process=env.get("PULLTHROUGH_FILL_IN_PROCESS") == "1",
+        )
+
+
+class AwsClients:
+    def __init__(self, settings: AwsSettings) -> None:
+        self.session = boto3.session.Session()
+        retries = {"max_attempts": 3, "mode": "standard"}
+        # Presigned URLs must name the regional virtual-hosted endpoint on AWS; an emulator on 127.0.0.1 needs paths.
+        addressing = "path" if settings.endpoint_url else "virtual"
+        self.s3 = self.session.client(
+            "s3", config=Config(signature_version="s3v4", s3={"addressing_style": addressing}, retries=retries)
+        )
+        self.dynamodb = self.session.client("dynamodb", config=Config(retries=retries))
+        self._settings = settings
+
+    def lambda_client(self) -> Any:
+        return self.session.client("lambda")
+
+    def credentials_expiry(self) -> float | None:
+        credentials = self.session.get_credentials()
+        expiry = getattr(credentials, "_expiry_time", None)
+        return expiry.timestamp() if expiry is not None else None
+
+
+def build_aws_cache(settings: AwsSettings, metrics: Metrics) -> PullThroughCache:
+    clients = AwsClients(settings)
+    metadata = DynamoMetadataStore(clients.dynamodb, settings.table)
+    blobs = S3BlobStore(
+        clients.s3, settings.bucket, presign_seconds=settings.presign_seconds,
+        credentials_expiry=clients.credentials_expiry,
+    )  # fmt: skip
+    builtins = preset_rules(settings.builtin_rules)
+
+    def load_rules() -> RuleSet:
+        # a stored rule replaces the preset with the same prefix
+        by_prefix: dict[str, Rule] = {rule.prefix: rule for rule in builtins}
+        by_prefix.update({rule.prefix: rule for rule in metadata.list_rules()})
+        return RuleSet(by_prefix.values())
+
+    filler = LeasedFiller(blobs, metadata, _dispatcher(settings, clients), sync_max_bytes=settings.sync_fill_max_bytes)
+    return PullThroughCache(
+        ReloadingRules(load_rules, RULES_RELOAD_SECONDS), metadata, blobs, HttpUpstreams(), filler, metrics=metrics
+    )
+
+
+def _dispatcher(settings: AwsSettings, clients: AwsClients) -> FillDispatcher:
+    if settings.fill_in_process:
+        return ThreadDispatcher(_run_fill_handler)
+    return LambdaDispatcher(clients.lambda_client, settings.fill_function)
+
+
+def _run_fill_handler(event: dict[str, str]) -> object:
+    from handlers import fill  # the fill function's module, imported when first needed, as Lambda would
+    from handlers.lambda_local import LocalContext
+
+    return fill.handler(event, LocalContext(function_name="pullthrough-fill-local", deadline=time.monotonic() + 900))
+
+
+def ensure_resources(settings: AwsSettings) -> None:
+    """Create the table and bucket when missing, as the SAM template would: for emulators and first runs."""
+    clients = AwsClients(settings)
+    existing_tables = clients.dynamodb.list_tables()["TableNames"]
+    if settings.table not in existing_tables:
+        clients.dynamodb.create_table(
+            TableName=settings.table,
+            BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[
+                {"AttributeName": "pk", "AttributeType": "S"},
+                {"AttributeName": "sk", "AttributeType": "S"},
+            ],
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        )
+        clients.dynamodb.get_waiter("table_exists").wait(TableName=settings.table)
+    existing_buckets = {bucket["Name"] for bucket in clients.s3.list_buckets()["Buckets"]}
+    if settings.bucket not in existing_buckets:
+        region = clients.s3.meta.region_name
+        location = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
+        clients.s3.create_bucket(Bucket=settings.bucket, **location)
+
+
+def store_rules(settings: AwsSettings, rules: RuleSet) -> None:
+    metadata = DynamoMetadataStore(AwsClients(settings).dynamodb, settings.table)
+    for rule in rules:
+        metadata.put_rule(rule)

@@ -1,0 +1,30 @@
+"""The registry API on Lambda: the same FastAPI app as the local server, behind API Gateway (HTTP API) and Mangum.
+
+Everything is built at import, once per container (and captured in the SnapStart snapshot).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from mangum import Mangum
+
+from handlers.api import create_app
+from handlers.aws import AwsSettings, build_aws_cache
+from handlers.observability import PowertoolsMetrics, logger, metrics, tracer
+
+# Manifests are JSON: send them as text, so API Gateway relays the exact bytes without a base64 round trip.
+TEXT_MEDIA_TYPES = ["application/json", "text/", "application/vnd.oci.image.", "application/vnd.docker.distribution."]
+
+app = create_app(build_aws_cache(AwsSettings.from_environment(), PowertoolsMetrics()))
+asgi = Mangum(app, lifespan="off", text_mime_types=TEXT_MEDIA_TYPES)
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    response: dict[str, Any] = asgi(event, context)  # type: ignore[arg-type]  # two typings of one context
+    return response

@@ -1,0 +1,104 @@
+"""`pullthrough serve --lambda`: the deployed code path, run here.
+
+Each HTTP request becomes an API Gateway HTTP API (payload format 2.0) event for the real Lambda handler, and its
+answer becomes the HTTP response, the way `sam local start-api` would do it, without Docker. S3 and DynamoDB are
+whatever AWS_ENDPOINT_URL points at (moto in server mode, in tests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import http.server
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
+
+
+@dataclass
+class LocalContext:
+    """What Powertools reads from a Lambda context."""
+
+    function_name: str = "pullthrough-local"
+    memory_limit_in_mb: int = 1024
+    invoked_function_arn: str = "arn:aws:lambda:us-east-1:000000000000:function:pullthrough-local"
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    function_version: str = "$LATEST"
+    log_group_name: str = "/aws/lambda/pullthrough-local"
+    log_stream_name: str = "local"
+    deadline: float = field(default_factory=lambda: time.monotonic() + 29)
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self.deadline - time.monotonic()) * 1000))
+
+
+def http_api_event(
+    method: str, target: str, headers: list[tuple[str, str]], body: bytes, source_ip: str
+) -> dict[str, Any]:
+    """An API Gateway HTTP API payload 2.0 event: lower-case header names, repeated headers joined by commas."""
+    parts = urlsplit(target)
+    joined: dict[str, str] = {}
+    for name, value in headers:
+        key = name.lower()
+        joined[key] = f"{joined[key]},{value}" if key in joined else value
+    request_id = str(uuid.uuid4())
+    return {
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": parts.path,
+        "rawQueryString": parts.query,
+        "headers": joined,
+        "requestContext": {
+            "accountId": "000000000000", "apiId": "local", "domainName": joined.get("host", "localhost"),
+            "domainPrefix": "local", "requestId": request_id, "routeKey": "$default", "stage": "$default",
+            "time": time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime()), "timeEpoch": int(time.time() * 1000),
+            "http": {"method": method, "path": parts.path, "protocol": "HTTP/1.1", "sourceIp": source_ip,
+                     "userAgent": joined.get("user-agent", "")},
+        },
+        "body": base64.b64encode(body).decode() if body else None,
+        "isBase64Encoded": bool(body),
+    }  # fmt: skip
+
+
+def _ensure_event_loop() -> None:
+    """Each request thread plays one Lambda instance; Mangum expects the instance's thread to have a loop."""
+    try:
+        asyncio.get_event_loop()
+    except RuntimeError:
+        asyncio.set_event_loop(asyncio.new_event_loop())
+
+
+def serve(handler: LambdaHandler, host: str, port: int) -> None:
+    class Gateway(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _invoke(self) -> None:
+            _ensure_event_loop()
+            length = int(self.headers.get("content-length") or 0)
+            body = self.rfile.read(length) if length else b""
+            event = http_api_event(self.command, self.path, list(self.headers.items()), body, self.client_address[0])
+            answer = handler(event, LocalContext())
+            payload = answer.get("body") or ""
+            data = base64.b64decode(payload) if answer.get("isBase64Encoded") else payload.encode()
+            self.send_response(answer["statusCode"])
+            headers = {name.lower(): value for name, value in (answer.get("headers") or {}).items()}
+            headers.setdefault("content-length", str(len(data)))
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(data)
+
+        do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _invoke
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # the handler logs each request itself, as structured JSON
+
+    server = http.server.ThreadingHTTPServer((host, port), Gateway)
+    server.daemon_threads = True
+    server.serve_forever()

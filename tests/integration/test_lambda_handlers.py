@@ -1,0 +1,151 @@
+"""The Lambda entry points, invoked in-process with the sample events in events/, S3 and DynamoDB emulated by moto
+and a real upstream registry behind the rule."""
+
+from __future__ import annotations
+
+import base64
+import importlib
+import json
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from moto import mock_aws
+
+from core.digest import Digest
+from core.rules import Rule, RuleSet
+from handlers.aws import AwsSettings, ensure_resources, store_rules
+from handlers.lambda_local import LocalContext
+from tests.contract.test_upstreams import image_document, push_with_the_registry_api
+from tests.support.upstream import DistributionRegistry
+
+EVENTS = Path(__file__).resolve().parents[2] / "events"
+REPOSITORY = "library/contract"  # what push_with_the_registry_api pushes
+LAYER = b"layer bytes " * 1000
+ENVIRONMENT = {
+    "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+    "PULLTHROUGH_TABLE_NAME": "pullthrough", "PULLTHROUGH_BUCKET_NAME": "pullthrough",
+    "PULLTHROUGH_FILL_FUNCTION_NAME": "pullthrough-fill", "PULLTHROUGH_BUILTIN_RULES": "",
+    "POWERTOOLS_SERVICE_NAME": "pullthrough", "POWERTOOLS_METRICS_NAMESPACE": "Pullthrough",
+    "POWERTOOLS_TRACE_DISABLED": "true",
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[DistributionRegistry, bytes]]:
+    with DistributionRegistry(tmp_path_factory.mktemp("upstream")) as registry:
+        manifest = json.dumps(image_document(Digest.of(b"{}"), Digest.of(LAYER), len(LAYER))).encode()
+        push_with_the_registry_api(registry.url, [b"{}", LAYER], manifest, ("v1",))
+        yield registry, manifest
+
+
+@pytest.fixture(scope="module")
+def handlers(seeded) -> Iterator[dict[str, ModuleType]]:
+    registry, _ = seeded
+    saved = {name: os.environ.get(name) for name in ENVIRONMENT}
+    os.environ.update(ENVIRONMENT)
+    os.environ.pop("AWS_ENDPOINT_URL", None)
+    try:
+        with mock_aws():
+            settings = AwsSettings.from_environment()
+            ensure_resources(settings)
+            store_rules(settings, RuleSet([Rule("up", registry.url)]))
+            modules = {}
+            for name in ("lambda_api", "fill", "refresh"):
+                sys.modules.pop(f"handlers.{name}", None)
+                modules[name] = importlib.import_module(f"handlers.{name}")
+            yield modules
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def event(name: str, path: str | None = None) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads((EVENTS / name).read_text())
+    if path is not None:
+        document["rawPath"] = document["requestContext"]["http"]["path"] = path
+    return document
+
+
+def body(response: dict[str, Any]) -> bytes:
+    raw = response.get("body") or ""
+    return base64.b64decode(raw) if response.get("isBase64Encoded") else raw.encode()
+
+
+def test_ping(handlers):
+    response = handlers["lambda_api"].handler(event("api-v2-ping.json"), LocalContext())
+    assert response["statusCode"] == 200 and body(response) == b"{}"
+    assert response["headers"]["docker-distribution-api-version"] == "registry/2.0"
+
+
+def test_manifest_get_is_byte_exact_text_with_registry_headers(handlers, seeded):
+    _, manifest = seeded
+    response = handlers["lambda_api"].handler(
+        event("api-manifest-get.json", f"/v2/up/{REPOSITORY}/manifests/v1"), LocalContext()
+    )
+    assert response["statusCode"] == 200
+    assert response["isBase64Encoded"] is False  # a text body: API Gateway relays it as is
+    assert body(response) == manifest
+    headers = response["headers"]
+    assert headers["docker-content-digest"] == str(Digest.of(manifest))
+    assert headers["content-type"] == "application/vnd.oci.image.manifest.v1+json"
+    assert headers["content-length"] == str(len(manifest))
+
+
+def test_manifest_head_has_length_and_digest_and_no_body(handlers, seeded):
+    _, manifest = seeded
+    response = handlers["lambda_api"].handler(
+        event("api-manifest-head.json", f"/v2/up/{REPOSITORY}/manifests/v1"), LocalContext()
+    )
+    assert response["statusCode"] == 200 and body(response) == b""
+    assert response["headers"]["content-length"] == str(len(manifest))
+    assert response["headers"]["docker-content-digest"] == str(Digest.of(manifest))
+    missing = handlers["lambda_api"].handler(
+        event("api-manifest-head.json", f"/v2/up/{REPOSITORY}/manifests/nope"), LocalContext()
+    )
+    assert missing["statusCode"] == 404 and body(missing) == b""
+
+
+def test_blob_get_redirects_to_a_presigned_s3_url(handlers):
+    digest = Digest.of(LAYER)
+    response = handlers["lambda_api"].handler(
+        event("api-blob-get.json", f"/v2/up/{REPOSITORY}/blobs/{digest}"), LocalContext()
+    )
+    assert response["statusCode"] == 307 and body(response) == b""
+    location = response["headers"]["location"]
+    assert location.startswith(f"https://pullthrough.s3.amazonaws.com/blobs/sha256/{digest.encoded}?")
+    assert "X-Amz-Signature=" in location and "X-Amz-Expires=600" in location
+
+
+def test_bad_requests_get_oci_errors(handlers):
+    response = handlers["lambda_api"].handler(
+        event("api-manifest-get.json", "/v2/up/library/x/manifests/sha256:nope"), LocalContext()
+    )
+    assert response["statusCode"] == 400
+    assert json.loads(body(response))["errors"][0]["code"] == "DIGEST_INVALID"
+
+
+def test_fill_function_copies_a_blob_under_the_lease(handlers, seeded):
+    digest = Digest.of(b"{}")
+    answer = handlers["fill"].handler(
+        {"name": f"up/{REPOSITORY}", "digest": str(digest), "lease_owner": "request-1"}, LocalContext()
+    )
+    assert answer["size"] == 2
+    registry, _ = seeded
+    mark = registry.mark()
+    again = handlers["fill"].handler(
+        {"name": f"up/{REPOSITORY}", "digest": str(digest), "lease_owner": "request-2"}, LocalContext()
+    )
+    assert again["size"] == 2 and registry.requests_since(mark) == []  # already there: nothing fetched
+
+
+def test_scheduled_event_reaches_the_refresh_function(handlers):
+    answer = handlers["refresh"].handler(event("scheduled-refresh.json"), LocalContext())
+    assert answer == {"refreshed": 0, "implemented": False}

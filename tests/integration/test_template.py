@@ -1,0 +1,519 @@
+"""The AWS deployment (template.yaml, samconfig.toml, src/requirements.txt, events/) checked without an AWS account.
+
+cfn-lint validates the SAM template, and the template SAM expands it into; the SAM translator (the code that runs as
+the `AWS::Serverless-2016-10-31` transform) expands it offline with a stub managed-policy loader; every Lambda handler
+must import; IAM must stay least-privilege; the sample events must look like what API Gateway and EventBridge
+Scheduler send.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import subprocess
+import sys
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = ROOT / "template.yaml"
+SRC = ROOT / "src"
+EVENTS = ROOT / "events"
+
+FUNCTIONS = {"ApiFunction", "FillFunction", "RefreshFunction"}
+SNAPSTART_FUNCTIONS = {"ApiFunction"}
+API_GATEWAY_TIMEOUT_SECONDS = 30
+# SAM attaches these AWS managed policies to every role it generates (logs; X-Ray for Tracing: Active).
+SAM_MANAGED_POLICIES = {
+    "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole",
+    "arn:aws:iam::aws:policy/AWSXrayWriteOnlyAccess",
+}
+PLACEHOLDER = {"AWS::Region": "us-east-1", "AWS::AccountId": "123456789012", "AWS::StackName": "pullthrough"}
+
+
+def _require(module: str) -> Any:
+    try:
+        return __import__(module, fromlist=["_"])
+    except ImportError:
+        pytest.fail(f"{module} is missing: pip install cfn-lint aws-sam-translator (project dev dependencies)")
+
+
+def _load_template() -> dict[str, Any]:
+    yaml_helper = _require("samtranslator.yaml_helper")
+    return yaml_helper.yaml_parse(TEMPLATE.read_text())  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    return _load_template()
+
+
+class _NoManagedPolicies:
+    """Test double for samtranslator's ManagedPolicyLoader, which would call IAM ListPolicies."""
+
+    def load(self) -> dict[str, str]:
+        return {}
+
+
+@pytest.fixture(scope="module")
+def transformed(template: dict[str, Any]) -> dict[str, Any]:
+    transform = _require("samtranslator.translator.transform").transform
+    sam = copy.deepcopy(template)
+    # `sam package`/`sam deploy` replace the local CodeUri by the S3 location of the uploaded zip; so do we.
+    sam["Globals"]["Function"]["CodeUri"] = "s3://pullthrough-artifacts/code.zip"
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        return transform(sam, {}, _NoManagedPolicies())  # type: ignore[no-any-return]
+
+
+def resources_of(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    return {name: res for name, res in template["Resources"].items() if res["Type"] == kind}
+
+
+def _cfn_lint(*paths: Path) -> list[dict[str, Any]]:
+    _require("cfnlint")
+    command = [sys.executable, "-c", "import sys; from cfnlint.runner import main; sys.exit(main())"]
+    result = subprocess.run(
+        [*command, "--format", "json", "--include-checks", "I", "--regions", "us-east-1", "eu-west-1", "--"]
+        + [str(path) for path in paths],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.stdout.strip().startswith("["), f"cfn-lint did not run:\n{result.stdout}\n{result.stderr}"
+    findings: list[dict[str, Any]] = json.loads(result.stdout)
+    for finding in findings:
+        where = f"{finding['Filename']}:{finding['Location']['Start']['LineNumber']}"
+        print(f"{finding['Level']} {finding['Rule']['Id']} {where} {finding['Message']}")
+    return findings
+
+
+# --- (a) cfn-lint -------------------------------------------------------------------------------------------------
+
+
+def test_cfn_lint_finds_nothing_in_the_sam_template() -> None:
+    findings = _cfn_lint(TEMPLATE)
+    assert [f for f in findings if f["Level"] == "Error"] == []
+    assert findings == [], "cfn-lint warnings/informational findings (printed above)"
+
+
+def test_cfn_lint_finds_nothing_in_the_transformed_template(transformed: dict[str, Any], tmp_path: Path) -> None:
+    expanded = tmp_path / "transformed.json"
+    expanded.write_text(json.dumps(transformed, indent=1))
+    findings = _cfn_lint(expanded)
+    assert findings == [], "cfn-lint findings in what SAM generates (printed above)"
+
+
+# --- (b) the SAM translation ---------------------------------------------------------------------------------------
+
+
+def test_http_api_serves_the_default_route_from_the_root(transformed: dict[str, Any]) -> None:
+    (api,) = resources_of(transformed, "AWS::ApiGatewayV2::Api").values()
+    paths = api["Properties"]["Body"]["paths"]
+    assert list(paths) == ["/$default"]
+    integration = paths["/$default"]["x-amazon-apigateway-any-method"]["x-amazon-apigateway-integration"]
+    assert integration["payloadFormatVersion"] == "2.0"
+    assert integration["timeoutInMillis"] <= API_GATEWAY_TIMEOUT_SECONDS * 1000
+    # SnapStart only applies to published versions: the integration must call the alias, not $LATEST.
+    assert "${ApiFunctionAliaslive}" in integration["uri"]["Fn::Sub"]
+
+    (stage,) = resources_of(transformed, "AWS::ApiGatewayV2::Stage").values()
+    props = stage["Properties"]
+    assert props["StageName"] == "$default"
+    assert props["AutoDeploy"] is True
+    assert set(props["DefaultRouteSettings"]) >= {"ThrottlingRateLimit", "ThrottlingBurstLimit"}
+    log_format = json.loads(props["AccessLogSettings"]["Format"])
+    assert set(log_format) >= {"requestId", "ip", "method", "path", "status", "latency", "integrationError"}
+    log_group = props["AccessLogSettings"]["DestinationArn"]["Fn::GetAtt"][0]
+    assert "RetentionInDays" in transformed["Resources"][log_group]["Properties"]
+
+    (permission,) = resources_of(transformed, "AWS::Lambda::Permission").values()
+    assert permission["Properties"]["FunctionName"] == {"Ref": "ApiFunctionAliaslive"}
+
+
+def test_custom_domain_is_conditional_and_mapped_at_the_root(transformed: dict[str, Any]) -> None:
+    (domain,) = resources_of(transformed, "AWS::ApiGatewayV2::DomainName").values()
+    (mapping,) = resources_of(transformed, "AWS::ApiGatewayV2::ApiMapping").values()
+    (record,) = resources_of(transformed, "AWS::Route53::RecordSet").values()
+    assert domain["Condition"] == mapping["Condition"] == "HasCustomDomain"
+    assert record["Condition"] == "HasDnsRecord"
+    assert domain["Properties"]["DomainNameConfigurations"][0]["EndpointType"] == "REGIONAL"
+    assert "ApiMappingKey" not in mapping["Properties"]
+    assert mapping["Properties"]["Stage"] == {"Ref": "HttpApiApiGatewayDefaultStage"}
+    conditions = json.dumps(transformed["Conditions"])
+    for parameter in ("DomainName", "CertificateArn", "HostedZoneId"):
+        assert transformed["Parameters"][parameter]["Default"] == ""
+        assert f'{{"Ref": "{parameter}"}}' in conditions
+
+
+def test_functions_are_arm64_traced_with_logs_and_sized_for_their_job(transformed: dict[str, Any]) -> None:
+    functions = resources_of(transformed, "AWS::Lambda::Function")
+    assert set(functions) == FUNCTIONS
+    for name, function in functions.items():
+        props = function["Properties"]
+        assert props["Architectures"] == ["arm64"], name
+        assert props["Runtime"] in {"python3.12", "python3.13"}, name
+        assert props["TracingConfig"] == {"Mode": "Active"}, name
+        log_group = transformed["Resources"][props["LoggingConfig"]["LogGroup"]["Ref"]]
+        assert log_group["Type"] == "AWS::Logs::LogGroup", name
+        assert log_group["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}, name
+        assert ("SnapStart" in props) == (name in SNAPSTART_FUNCTIONS), name
+    assert functions["ApiFunction"]["Properties"]["SnapStart"] == {"ApplyOn": "PublishedVersions"}
+    assert functions["ApiFunction"]["Properties"]["Timeout"] < API_GATEWAY_TIMEOUT_SECONDS
+    assert functions["FillFunction"]["Properties"]["Timeout"] == 900
+
+
+def test_environment_matches_what_the_code_reads(transformed: dict[str, Any]) -> None:
+    functions = resources_of(transformed, "AWS::Lambda::Function")
+    shared = {
+        "PULLTHROUGH_TABLE_NAME": {"Ref": "Table"},
+        "PULLTHROUGH_BUCKET_NAME": {"Ref": "Bucket"},
+        "PULLTHROUGH_BUILTIN_RULES": {"Ref": "BuiltinUpstreams"},
+        "PULLTHROUGH_SYNC_FILL_MAX_BYTES": {"Ref": "SyncFillMaxBytes"},
+        "PULLTHROUGH_PRESIGN_EXPIRY_SECONDS": {"Ref": "PresignExpirySeconds"},
+        "POWERTOOLS_SERVICE_NAME": "pullthrough",
+        "POWERTOOLS_METRICS_NAMESPACE": "Pullthrough",
+        "POWERTOOLS_LOG_LEVEL": {"Ref": "LogLevel"},
+    }
+    for name, function in functions.items():
+        variables = function["Properties"]["Environment"]["Variables"]
+        assert variables.items() >= shared.items(), name
+    fill = {"PULLTHROUGH_FILL_FUNCTION_NAME": {"Ref": "FillFunction"}}
+    assert functions["ApiFunction"]["Properties"]["Environment"]["Variables"].items() >= fill.items()
+    # The fill function knows nothing of the API function (no dependency cycle).
+    assert "ApiFunction" not in json.dumps(functions["FillFunction"])
+    parameters = transformed["Parameters"]
+    assert parameters["BuiltinUpstreams"]["Default"] == "docker-hub,ghcr,quay,ecr-public,k8s"
+    assert parameters["SyncFillMaxBytes"]["Default"] == 67108864
+    assert parameters["PresignExpirySeconds"]["Default"] == 600
+    assert parameters["LogLevel"]["Default"] == "INFO"
+
+
+def test_the_live_alias_gets_a_new_version_when_a_parameter_changes(template: dict[str, Any]) -> None:
+    # SAM names the version after a hash of the template text, so a parameter-only change would leave `live` on a
+    # version with the old environment; the version description carries every parameter the environment uses.
+    environment = json.dumps(template["Globals"]["Function"]["Environment"])
+    used = set(re.findall(r'"Ref": "([A-Za-z0-9]+)"', environment)) & set(template["Parameters"])
+    description = template["Resources"]["ApiFunction"]["Properties"]["VersionDescription"]["Fn::Sub"]
+    assert used
+    assert {parameter for parameter in used if f"${{{parameter}}}" not in description} == set()
+
+
+def test_table_is_on_demand_encrypted_recoverable_with_ttl(transformed: dict[str, Any]) -> None:
+    (table,) = resources_of(transformed, "AWS::DynamoDB::Table").values()
+    props = table["Properties"]
+    assert table["DeletionPolicy"] == table["UpdateReplacePolicy"] == "Retain"
+    assert props["BillingMode"] == "PAY_PER_REQUEST"
+    assert {(k["AttributeName"], k["KeyType"]) for k in props["KeySchema"]} == {("pk", "HASH"), ("sk", "RANGE")}
+    assert {(a["AttributeName"], a["AttributeType"]) for a in props["AttributeDefinitions"]} == {
+        ("pk", "S"),
+        ("sk", "S"),
+    }
+    assert props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
+    assert props["SSESpecification"]["SSEEnabled"] is True
+    assert props["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+
+
+def test_bucket_is_private_encrypted_tls_only_and_cleans_up_uploads(transformed: dict[str, Any]) -> None:
+    (bucket,) = resources_of(transformed, "AWS::S3::Bucket").values()
+    props = bucket["Properties"]
+    assert bucket["DeletionPolicy"] == "Retain"
+    assert set(props["PublicAccessBlockConfiguration"].values()) == {True}
+    assert len(props["PublicAccessBlockConfiguration"]) == 4
+    assert props["OwnershipControls"]["Rules"] == [{"ObjectOwnership": "BucketOwnerEnforced"}]
+    (encryption,) = props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert encryption["ServerSideEncryptionByDefault"]["SSEAlgorithm"] in {"AES256", "aws:kms"}
+    rules = props["LifecycleConfiguration"]["Rules"]
+    assert {"DaysAfterInitiation": 1} in [rule.get("AbortIncompleteMultipartUpload") for rule in rules]
+
+    (policy,) = resources_of(transformed, "AWS::S3::BucketPolicy").values()
+    (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert statement["Effect"] == "Deny"
+    assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    assert {"Fn::GetAtt": ["Bucket", "Arn"]} in statement["Resource"]
+
+
+def test_refresh_runs_on_an_eventbridge_scheduler_schedule(transformed: dict[str, Any]) -> None:
+    assert resources_of(transformed, "AWS::Events::Rule") == {}
+    (schedule,) = resources_of(transformed, "AWS::Scheduler::Schedule").values()
+    props = schedule["Properties"]
+    assert props["ScheduleExpression"] == {"Ref": "RefreshSchedule"}
+    assert transformed["Parameters"]["RefreshSchedule"]["Default"] == "rate(15 minutes)"
+    assert props["FlexibleTimeWindow"]["Mode"] in {"OFF", "FLEXIBLE"}
+    assert props["Target"]["Arn"] == {"Fn::GetAtt": ["RefreshFunction", "Arn"]}
+    assert {"MaximumRetryAttempts", "MaximumEventAgeInSeconds"} <= set(props["Target"]["RetryPolicy"])
+    assert "Name" not in props, "a fixed schedule name collides between two stacks in one account"
+
+
+def test_scheduler_input_has_the_shape_of_the_sample_event(transformed: dict[str, Any]) -> None:
+    (schedule,) = resources_of(transformed, "AWS::Scheduler::Schedule").values()
+    text = schedule["Properties"]["Target"]["Input"]["Fn::Sub"]
+    for name, value in PLACEHOLDER.items():
+        text = text.replace(f"${{{name}}}", value)
+    text = re.sub(r"<aws\.scheduler\.[a-z-]+>", "x", text)
+    sample = json.loads((EVENTS / "scheduled-refresh.json").read_text())
+    assert set(json.loads(text)) == set(sample)
+
+
+def test_outputs_tell_users_where_the_registry_is(transformed: dict[str, Any]) -> None:
+    outputs = transformed["Outputs"]
+    assert {"RegistryUrl", "RegistryHost", "TableName", "BucketName"} <= set(outputs)
+    assert {f"{name}Name" for name in FUNCTIONS} <= set(outputs)
+    default_url = outputs["RegistryUrl"]["Value"]["Fn::If"][2]["Fn::Sub"]
+    assert default_url == "https://${HttpApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}"
+    assert outputs["RegistryHost"]["Value"]["Fn::If"][2]["Fn::Sub"] == default_url.removeprefix("https://")
+    assert outputs["RegistryUrl"]["Value"]["Fn::If"][0] == "HasCustomDomain"
+
+
+# --- (c) every handler imports --------------------------------------------------------------------------------------
+
+
+def _handlers() -> list[tuple[str, str]]:
+    try:
+        template = _load_template()
+    except BaseException:  # reported by the fixtures' own tests; keep collection alive
+        return []
+    return sorted(
+        (name, res["Properties"]["Handler"])
+        for name, res in template["Resources"].items()
+        if res["Type"] == "AWS::Serverless::Function"
+    )
+
+
+def _lambda_environment(template: dict[str, Any], function: str) -> dict[str, str]:
+    """The variables the template gives `function`, with parameter defaults and dummy resource names."""
+    variables = {
+        **template["Globals"]["Function"]["Environment"]["Variables"],
+        **template["Resources"][function]["Properties"].get("Environment", {}).get("Variables", {}),
+    }
+    resolved = {}
+    for key, value in variables.items():
+        if isinstance(value, dict):
+            ref = value["Ref"]
+            parameter = template["Parameters"].get(ref)
+            value = str(parameter["Default"]) if parameter else f"pullthrough-test-{ref.lower()}"
+        resolved[key] = str(value)
+    return resolved
+
+
+@pytest.mark.parametrize(("function", "handler"), _handlers(), ids=[h for _, h in _handlers()])
+def test_handler_is_importable(template: dict[str, Any], function: str, handler: str) -> None:
+    module, _, attribute = handler.rpartition(".")
+    path = SRC.joinpath(*module.split("."))
+    assert path.with_suffix(".py").is_file() or (path / "__init__.py").is_file(), (
+        f"{function}: Handler {handler!r} needs module {module!r}, but src/{module.replace('.', '/')}.py does not exist"
+    )
+    env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
+    env.update(_lambda_environment(template, function))
+    env.update(
+        PYTHONPATH=str(SRC),
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_REGION="us-east-1",
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_SESSION_TOKEN="testing",
+        AWS_EC2_METADATA_DISABLED="true",
+        AWS_ENDPOINT_URL="http://127.0.0.1:9",  # anything that does call AWS at import fails fast, locally
+        AWS_LAMBDA_FUNCTION_NAME=f"pullthrough-{function}",
+        POWERTOOLS_TRACE_DISABLED="1",
+        POWERTOOLS_METRICS_DISABLED="1",
+    )
+    probe = (
+        "import importlib, sys\n"
+        "module = importlib.import_module(sys.argv[1])\n"
+        "function = getattr(module, sys.argv[2], None)\n"
+        "sys.exit(0 if callable(function) else f'{sys.argv[1]} has no callable {sys.argv[2]!r}')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe, module, attribute],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )
+    hint = ""
+    if "127.0.0.1:9" in result.stderr:
+        hint = " (it called AWS at import: AWS_ENDPOINT_URL points at a closed local port)"
+    assert result.returncode == 0, f"{function}: importing {handler} failed{hint}:\n{result.stderr[-4000:]}"
+
+
+# --- (d) least privilege --------------------------------------------------------------------------------------------
+
+
+def _statements(node: Any, where: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    if isinstance(node, dict):
+        if isinstance(node.get("Statement"), list | dict):
+            statements = node["Statement"] if isinstance(node["Statement"], list) else [node["Statement"]]
+            for statement in statements:
+                yield where, statement
+        for key, value in node.items():
+            yield from _statements(value, f"{where}/{key}")
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _statements(value, f"{where}/{index}")
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _bucket_object_arns(template: dict[str, Any]) -> set[str]:
+    return {f"${{{name}.Arn}}/*" for name in resources_of(template, "AWS::S3::Bucket")}
+
+
+def test_no_allow_statement_uses_wildcards(transformed: dict[str, Any]) -> None:
+    object_arns = _bucket_object_arns(transformed)
+    statements = list(_statements(transformed["Resources"]))
+    assert len(statements) > 10
+    problems = []
+    for where, statement in statements:
+        if "Effect" not in statement:  # an OpenAPI fragment or the like, not IAM
+            continue
+        if statement["Effect"] == "Deny":  # denials may be broad: they only take away
+            continue
+        assert "NotAction" not in statement and "NotResource" not in statement, where
+        for action in _as_list(statement["Action"]):
+            if "*" in action:
+                problems.append(f"{where}: action {action}")
+        if "Principal" in statement:  # a trust policy: who may assume the role, no Resource
+            continue
+        for resource in _as_list(statement["Resource"]):
+            text = resource.get("Fn::Sub") if isinstance(resource, dict) else resource
+            if isinstance(text, list):
+                text = text[0]
+            if isinstance(text, str) and "*" in text and text not in object_arns:
+                problems.append(f"{where}: resource {text}")
+    assert problems == []
+    assert '"Resource": "*"' not in json.dumps(transformed)
+
+
+def test_each_function_role_grants_only_what_its_function_does(transformed: dict[str, Any]) -> None:
+    table = {"Fn::GetAtt": ["Table", "Arn"]}
+    objects = {"Fn::Sub": "${Bucket.Arn}/*"}
+    bucket = {"Fn::GetAtt": ["Bucket", "Arn"]}
+    fill = {"Fn::GetAtt": ["FillFunction", "Arn"]}
+    dynamodb = {f"dynamodb:{a}" for a in ("GetItem", "BatchGetItem", "Query", "PutItem", "UpdateItem", "DeleteItem")}
+    s3_objects = {"s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"}
+    expected: dict[str, set[tuple[str, str]]] = {
+        "ApiFunctionRole": {(a, json.dumps(table)) for a in dynamodb}
+        | {(a, json.dumps(objects)) for a in s3_objects}
+        | {("s3:ListBucket", json.dumps(bucket)), ("lambda:InvokeFunction", json.dumps(fill))},
+        "FillFunctionRole": {(a, json.dumps(table)) for a in dynamodb}
+        | {(a, json.dumps(objects)) for a in s3_objects}
+        | {("s3:ListBucket", json.dumps(bucket))},
+        "RefreshFunctionRole": {(a, json.dumps(table)) for a in dynamodb}
+        | {(a, json.dumps(objects)) for a in ("s3:GetObject", "s3:PutObject")}
+        | {("s3:ListBucket", json.dumps(bucket)), ("lambda:InvokeFunction", json.dumps(fill))},
+    }
+    for role_name, grants in expected.items():
+        role = transformed["Resources"][role_name]["Properties"]
+        assert set(role["ManagedPolicyArns"]) == SAM_MANAGED_POLICIES, role_name
+        actual = {
+            (action, json.dumps(resource))
+            for policy in role["Policies"]
+            for statement in policy["PolicyDocument"]["Statement"]
+            if statement["Effect"] == "Allow"
+            for action in _as_list(statement["Action"])
+            for resource in _as_list(statement["Resource"])
+        }
+        assert actual == grants, role_name
+
+
+# --- (e) sample events ----------------------------------------------------------------------------------------------
+
+API_EVENTS = {
+    "api-v2-ping.json": ("GET", r"/v2/"),
+    "api-manifest-get.json": ("GET", r"/v2/up/library/single-oci/manifests/v1"),
+    "api-manifest-head.json": ("HEAD", r"/v2/up/library/single-oci/manifests/v1"),
+    "api-blob-get.json": ("GET", r"/v2/up/library/single-oci/blobs/sha256:[0-9a-f]{64}"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(API_EVENTS))
+def test_api_event_is_a_http_api_payload_v2(name: str) -> None:
+    event = json.loads((EVENTS / name).read_text())
+    method, path = API_EVENTS[name]
+    assert event["version"] == "2.0"
+    assert event["routeKey"] == "$default"
+    assert re.fullmatch(path, event["rawPath"])
+    assert isinstance(event["rawQueryString"], str)
+    assert event["isBase64Encoded"] is False
+    assert all(key == key.lower() for key in event["headers"]), "HTTP API lower-cases header names"
+    assert event["headers"]["host"] == event["requestContext"]["domainName"]
+    context = event["requestContext"]
+    assert {"accountId", "apiId", "domainName", "requestId", "time", "timeEpoch"} <= set(context)
+    assert context["routeKey"] == "$default"
+    assert context["stage"] == "$default"
+    assert context["domainName"].startswith(context["apiId"] + ".execute-api.")
+    assert isinstance(context["timeEpoch"], int)
+    http = context["http"]
+    assert http["method"] == method
+    assert http["path"] == event["rawPath"]
+    assert {"protocol", "sourceIp", "userAgent"} <= set(http)
+    if "manifests" in name:
+        accepted = {media.strip() for media in event["headers"]["accept"].split(",")}
+        assert accepted >= {
+            "application/vnd.oci.image.manifest.v1+json",
+            "application/vnd.oci.image.index.v1+json",
+            "application/vnd.docker.distribution.manifest.v2+json",
+            "application/vnd.docker.distribution.manifest.list.v2+json",
+        }
+
+
+def test_scheduled_refresh_event_is_an_eventbridge_scheduler_event() -> None:
+    event = json.loads((EVENTS / "scheduled-refresh.json").read_text())
+    assert event["detail-type"] == "Scheduled Event"
+    assert event["source"] == "aws.scheduler"
+    assert {"version", "id", "account", "time", "region", "resources", "detail"} <= set(event)
+    assert re.fullmatch(r"arn:aws:scheduler:[a-z0-9-]+:\d{12}:schedule/[^/]+/.+", event["resources"][0])
+
+
+def test_every_event_file_is_checked() -> None:
+    assert {path.name for path in EVENTS.glob("*.json")} == {*API_EVENTS, "scheduled-refresh.json"}
+
+
+# --- samconfig.toml and src/requirements.txt ----------------------------------------------------------------------
+
+
+def test_samconfig_overrides_name_real_parameters_with_valid_values(template: dict[str, Any]) -> None:
+    config = tomllib.loads((ROOT / "samconfig.toml").read_text())["default"]
+    assert config["global"]["parameters"]["stack_name"] == "pullthrough"
+    deploy = config["deploy"]["parameters"]
+    assert deploy["capabilities"] == "CAPABILITY_IAM"
+    assert deploy["resolve_s3"] is True
+    overrides = dict(re.findall(r'(\w+)="([^"]*)"', deploy["parameter_overrides"]))
+    parameters = template["Parameters"]
+    assert set(overrides) == set(parameters)
+    for name, value in overrides.items():
+        parameter = parameters[name]
+        assert value == str(parameter["Default"]), f"{name}: samconfig.toml and template.yaml disagree"
+        if "AllowedPattern" in parameter:
+            assert re.fullmatch(parameter["AllowedPattern"], value), name
+        if "AllowedValues" in parameter:
+            assert value in {str(allowed) for allowed in parameter["AllowedValues"]}, name
+        if parameter["Type"] == "Number":
+            assert float(parameter.get("MinValue", "-inf")) <= float(value) <= float(parameter.get("MaxValue", "inf"))
+
+
+def _requirement_names(lines: list[str]) -> set[str]:
+    names = set()
+    for line in lines:
+        match = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", line.split("#")[0])
+        if match:
+            names.add(re.sub(r"[-_.]+", "-", match.group(1)).lower())
+    return names
+
+
+def test_lambda_requirements_are_the_runtime_dependencies_minus_local_mode() -> None:
+    lambda_requirements = _requirement_names((SRC / "requirements.txt").read_text().splitlines())
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert lambda_requirements == _requirement_names(project) - {"uvicorn", "click"}

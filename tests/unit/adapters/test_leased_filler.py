@@ -1,0 +1,90 @@
+"""The serverless filler's decisions: copy now, hand over to the fill function, or wait for another filler."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from adapters.aws.filler import LeasedFiller
+from adapters.local.blob_store import FileBlobStore
+from adapters.local.metadata_store import SqliteMetadataStore
+from core.digest import Digest
+from core.errors import Unavailable
+from core.ports import FillJob, LocalBlob
+from tests.fakes import FakeUpstream
+
+SMALL = b"s" * 1000
+BIG = b"b" * 100_000
+
+
+class RecordingDispatcher:
+    def __init__(self) -> None:
+        self.jobs: list[tuple[FillJob, str]] = []
+
+    def dispatch(self, job: FillJob, lease_owner: str) -> None:
+        self.jobs.append((job, lease_owner))
+
+
+@pytest.fixture
+def parts(tmp_path: Path, clock):
+    blobs = FileBlobStore(tmp_path)
+    metadata = SqliteMetadataStore(tmp_path / "metadata.sqlite3", clock=clock)
+    dispatcher = RecordingDispatcher()
+    filler = LeasedFiller(blobs, metadata, dispatcher, sync_max_bytes=10_000, wait_seconds=1.0, sleep=lambda _: None)
+    upstream = FakeUpstream()
+    return filler, metadata, dispatcher, upstream, blobs
+
+
+def fill(filler: LeasedFiller, metadata: SqliteMetadataStore, upstream: FakeUpstream, data: bytes):
+    digest = upstream.add_blob("repo", data)
+    job = FillJob("up/repo", "up", digest)
+    return job, filler.fill(
+        job, lambda: upstream.open_blob("repo", digest), lambda size: metadata.put_blob("up", digest, size)
+    )
+
+
+def test_small_blob_is_copied_by_the_request_and_the_lease_released(parts):
+    filler, metadata, dispatcher, upstream, _ = parts
+    job, body = fill(filler, metadata, upstream, SMALL)
+    assert isinstance(body, LocalBlob) and Path(body.path).read_bytes() == SMALL
+    assert metadata.get_blob("up", job.digest) == len(SMALL)
+    assert dispatcher.jobs == []
+    assert metadata.acquire_lease(job.lease_key, "someone-else", 60)
+
+
+def test_big_blob_is_handed_over_with_the_lease(parts):
+    filler, metadata, dispatcher, upstream, blobs = parts
+    with pytest.raises(Unavailable) as raised:
+        fill(filler, metadata, upstream, BIG)
+    assert raised.value.retry_after > 0
+    [(job, owner)] = dispatcher.jobs
+    assert job.digest == Digest.of(BIG) and not blobs.exists(job.digest)
+    assert not metadata.acquire_lease(job.lease_key, "someone-else", 60)  # still held...
+    assert metadata.acquire_lease(job.lease_key, owner, 900)  # ...for the fill function to renew
+
+
+def test_a_request_finding_the_lease_taken_waits_then_answers_retry(parts):
+    filler, metadata, dispatcher, upstream, _ = parts
+    digest = upstream.add_blob("repo", SMALL)
+    job = FillJob("up/repo", "up", digest)
+    metadata.acquire_lease(job.lease_key, "another-instance", 60)
+    with pytest.raises(Unavailable):
+        filler.fill(job, lambda: upstream.open_blob("repo", digest), lambda size: None)
+    assert upstream.calls == {}  # no second upstream fetch
+    assert dispatcher.jobs == []
+
+
+def test_a_waiting_request_gets_the_blob_once_the_other_filler_commits(parts):
+    filler, metadata, _, upstream, blobs = parts
+    digest = upstream.add_blob("repo", SMALL)
+    job = FillJob("up/repo", "up", digest)
+    metadata.acquire_lease(job.lease_key, "another-instance", 60)
+
+    def other_instance_commits(_: float) -> None:
+        blobs.put(digest, SMALL)
+        metadata.put_blob("up", digest, len(SMALL))
+
+    waiting = LeasedFiller(blobs, metadata, RecordingDispatcher(), sync_max_bytes=10_000, sleep=other_instance_commits)
+    body = waiting.fill(job, lambda: upstream.open_blob("repo", digest), lambda size: None)
+    assert isinstance(body, LocalBlob) and upstream.calls == {}
