@@ -76,7 +76,7 @@ def test_a_request_finding_the_lease_taken_waits_then_answers_retry(parts):
 
 
 def test_a_waiting_request_gets_the_blob_once_the_other_filler_commits(parts):
-    filler, metadata, _, upstream, blobs = parts
+    _, metadata, _, upstream, blobs = parts
     digest = upstream.add_blob("repo", SMALL)
     job = FillJob("up/repo", "up", digest)
     metadata.acquire_lease(job.lease_key, "another-instance", 60)
