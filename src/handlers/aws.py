@@ -131,3 +131,7 @@ def store_rules(settings: AwsSettings, rules: RuleSet) -> None:
     metadata = DynamoMetadataStore(AwsClients(settings).dynamodb, settings.table)
     for rule in rules:
         metadata.put_rule(rule)
+
+
+def stored_rules(settings: AwsSettings) -> list[Rule]:
+    return DynamoMetadataStore(AwsClients(settings).dynamodb, settings.table).list_rules()

@@ -10,7 +10,7 @@ import click
 import uvicorn
 
 from core.rules import RuleInvalid, RuleSet
-from handlers.aws import AwsSettings, ensure_resources, store_rules
+from handlers.aws import AwsSettings, ensure_resources, store_rules, stored_rules
 from handlers.config import PRESETS, load_rules
 from handlers.lambda_local import serve as serve_events
 from handlers.local import DATA_DIR_ENV, RULES_FILE_ENV
@@ -107,3 +107,40 @@ def _serve_lambda(
 
     click.echo(f"pullthrough (Lambda path) on http://{host}:{port}; table {table}, bucket {bucket}", err=True)
     serve_events(lambda_api.handler, host, port)
+
+
+@main.group()
+def rules() -> None:
+    """Rules kept in the serverless deployment's DynamoDB table (the stack's TableName output)."""
+
+
+@rules.command("apply")
+@click.argument("rules_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--table", required=True, help="The DynamoDB table (stack output TableName).")
+def rules_apply(rules_file: Path, table: str) -> None:
+    """Store the rules of a YAML/JSON rules file in the table; the API picks them up within a minute."""
+    try:
+        loaded = load_rules(rules_file)
+    except RuleInvalid as exc:
+        raise click.UsageError(str(exc)) from exc
+    if any(rule.username for rule in loaded):
+        raise click.UsageError("stored rules cannot carry upstream credentials yet; remove username/password_env")
+    store_rules(_table_settings(table), loaded)
+    for rule in loaded:
+        click.echo(f"stored {rule.prefix or '(root)'} -> {rule.upstream} (tag TTL {rule.tag_ttl_seconds} s)")
+
+
+@rules.command("list")
+@click.option("--table", required=True, help="The DynamoDB table (stack output TableName).")
+def rules_list(table: str) -> None:
+    """Show the rules stored in the table (the template's built-in presets come on top of these)."""
+    for rule in stored_rules(_table_settings(table)):
+        click.echo(f"{rule.prefix or '(root)'}\t{rule.upstream}\ttag_ttl_seconds={rule.tag_ttl_seconds}"
+                   f"\tlibrary_namespace={str(rule.library_namespace).lower()}")  # fmt: skip
+
+
+def _table_settings(table: str) -> AwsSettings:
+    return AwsSettings(
+        table=table, bucket="", fill_function=None, builtin_rules="", sync_fill_max_bytes=0, presign_seconds=0,
+        endpoint_url=os.environ.get("AWS_ENDPOINT_URL"), fill_in_process=False,
+    )  # fmt: skip

@@ -116,3 +116,24 @@ class TestDynamoMetadataStore(MetadataStoreContract):
         assert keys == [("LEASE#fill/x", "-"), ("REPOSITORIES", "up#library/app"), ("TAG#up#library/app", "v1")]
         lease = next(item for item in items if item["pk"]["S"].startswith("LEASE#"))
         assert "expires_at" in lease  # the table's TTL attribute
+
+
+def test_rules_cli_stores_and_lists_rules_in_the_table(aws: None, tmp_path):
+    from click.testing import CliRunner
+
+    from handlers.cli import main
+
+    rules_file = tmp_path / "rules.yaml"
+    rules_file.write_text(
+        "rules:\n"
+        "  - {prefix: hub, upstream: 'https://registry-1.docker.io', library_namespace: true}\n"
+        "  - {prefix: '', upstream: 'https://mirror.example', tag_ttl_seconds: 60}\n"
+    )
+    runner = CliRunner()
+    applied = runner.invoke(main, ["rules", "apply", str(rules_file), "--table", SETTINGS.table])
+    assert applied.exit_code == 0, applied.output
+    listed = runner.invoke(main, ["rules", "list", "--table", SETTINGS.table])
+    assert listed.output.splitlines() == [
+        "(root)\thttps://mirror.example\ttag_ttl_seconds=60\tlibrary_namespace=false",
+        "hub\thttps://registry-1.docker.io\ttag_ttl_seconds=86400\tlibrary_namespace=true",
+    ]

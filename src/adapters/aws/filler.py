@@ -1,10 +1,11 @@
 """Blob misses on Lambda, where a response cannot stream and API Gateway gives up after 30 seconds.
 
-One instance at a time fills a given blob: it takes a lease in DynamoDB. The lease holder copies a blob it can
-finish in time (known size under the limit, and done before the deadline) straight into S3 and redirects the client
-there. Anything bigger is handed to the fill function, which renews the same lease and copies for up to 15 minutes,
-while clients get 503 with Retry-After. Requests that find the lease taken wait briefly for the blob to land, then
-get the same 503: nobody starts a second upstream fetch.
+One instance at a time fills a given blob: it takes a lease in DynamoDB. The lease holder copies a small blob
+(known size under the limit, done before the deadline) straight into S3 and redirects the client there. A bigger
+one goes to the fill function, which renews the same lease and may copy for up to 15 minutes, while the request
+waits for it to land. Requests that find the lease taken wait the same way. Whoever is still waiting when the
+request's time is nearly up gets 503 with Retry-After, but nobody ever starts a second upstream fetch. (Registry
+clients do not retry a 503 on a blob themselves: a pull that hits it fails, and the next pull finds the blob.)
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ class LeasedFiller:
         dispatcher: FillDispatcher,
         *,
         sync_max_bytes: int,
-        sync_seconds: float = 20.0,
-        wait_seconds: float = 10.0,
+        sync_seconds: float = 15.0,  # a synchronous copy not done by then goes to the fill function
+        wait_seconds: float = 25.0,  # then the request answers, under API Gateway's 30 s
         poll_seconds: float = 0.25,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -54,21 +55,24 @@ class LeasedFiller:
         self._sleep = sleep
 
     def fill(self, job: FillJob, source: BlobSource, on_commit: Callable[[int], None]) -> BlobBody:
+        started = time.monotonic()
         owner = uuid.uuid4().hex
         if not self._metadata.acquire_lease(job.lease_key, owner, LEASE_SECONDS):
-            return self._wait_for(job)
+            return self._wait_for(job, until=started + self._wait_seconds)
         handed_over = False
         try:
-            deadline = time.monotonic() + self._sync_seconds
             with source() as upstream_blob:
                 if upstream_blob.size is None or upstream_blob.size > self._sync_max_bytes:
                     handed_over = True
-                    self._hand_over(job, owner)
-                try:
-                    size = write_blob(upstream_blob, self._blobs.writer(job.digest), deadline)
-                except DeadlinePassed:
-                    handed_over = True
-                    self._hand_over(job, owner)
+                else:
+                    try:
+                        size = write_blob(upstream_blob, self._blobs.writer(job.digest), started + self._sync_seconds)
+                    except DeadlinePassed:
+                        handed_over = True
+            if handed_over:  # the upstream response is closed by now: the fill function opens its own
+                self._dispatcher.dispatch(job, owner)
+                log.info("handed %s over to the fill function", job.digest)
+                return self._wait_for(job, until=started + self._wait_seconds)
             on_commit(size)
         finally:
             if not handed_over:
@@ -77,22 +81,15 @@ class LeasedFiller:
         assert located is not None
         return located
 
-    def _hand_over(self, job: FillJob, owner: str) -> None:
-        """Start the fill function under our lease and tell the client to come back."""
-        self._dispatcher.dispatch(job, owner)
-        log.info("handed %s over to the fill function", job.digest)
-        raise _being_filled(job)
-
-    def _wait_for(self, job: FillJob) -> BlobBody:
-        waited = 0.0
-        while waited < self._wait_seconds:
+    def _wait_for(self, job: FillJob, until: float) -> BlobBody:
+        while True:
             if self._metadata.get_blob(job.scope, job.digest) is not None:
                 located = self._blobs.locate(job.digest, head=False)
                 if located is not None:
                     return located
+            if time.monotonic() + self._poll_seconds > until:
+                raise _being_filled(job)
             self._sleep(self._poll_seconds)
-            waited += self._poll_seconds
-        raise _being_filled(job)
 
 
 def _being_filled(job: FillJob) -> Unavailable:

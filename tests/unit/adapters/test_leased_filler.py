@@ -31,7 +31,7 @@ def parts(tmp_path: Path, clock):
     blobs = FileBlobStore(tmp_path)
     metadata = SqliteMetadataStore(tmp_path / "metadata.sqlite3", clock=clock)
     dispatcher = RecordingDispatcher()
-    filler = LeasedFiller(blobs, metadata, dispatcher, sync_max_bytes=10_000, wait_seconds=1.0, sleep=lambda _: None)
+    filler = LeasedFiller(blobs, metadata, dispatcher, sync_max_bytes=10_000, wait_seconds=0.2, poll_seconds=0.05)
     upstream = FakeUpstream()
     return filler, metadata, dispatcher, upstream, blobs
 
@@ -53,7 +53,7 @@ def test_small_blob_is_copied_by_the_request_and_the_lease_released(parts):
     assert metadata.acquire_lease(job.lease_key, "someone-else", 60)
 
 
-def test_big_blob_is_handed_over_with_the_lease(parts):
+def test_big_blob_is_handed_over_with_the_lease_and_waited_for(parts):
     filler, metadata, dispatcher, upstream, blobs = parts
     with pytest.raises(Unavailable) as raised:
         fill(filler, metadata, upstream, BIG)
@@ -85,6 +85,25 @@ def test_a_waiting_request_gets_the_blob_once_the_other_filler_commits(parts):
         blobs.put(digest, SMALL)
         metadata.put_blob("up", digest, len(SMALL))
 
-    waiting = LeasedFiller(blobs, metadata, RecordingDispatcher(), sync_max_bytes=10_000, sleep=other_instance_commits)
+    waiting = LeasedFiller(
+        blobs, metadata, RecordingDispatcher(), sync_max_bytes=10_000, poll_seconds=0.01, sleep=other_instance_commits
+    )
     body = waiting.fill(job, lambda: upstream.open_blob("repo", digest), lambda size: None)
     assert isinstance(body, LocalBlob) and upstream.calls == {}
+
+
+def test_a_handed_over_blob_is_redirected_to_once_the_fill_function_lands_it(parts, tmp_path):
+    _, metadata, _, upstream, blobs = parts
+    digest = upstream.add_blob("repo", BIG)
+
+    class FillingDispatcher:
+        def dispatch(self, job: FillJob, lease_owner: str) -> None:  # what the fill function does, inline
+            assert metadata.acquire_lease(job.lease_key, lease_owner, 900)
+            blobs.put(job.digest, BIG)
+            metadata.put_blob(job.scope, job.digest, len(BIG))
+            metadata.release_lease(job.lease_key, lease_owner)
+
+    filler = LeasedFiller(blobs, metadata, FillingDispatcher(), sync_max_bytes=10_000, poll_seconds=0.01)
+    job = FillJob("up/repo", "up", digest)
+    body = filler.fill(job, lambda: upstream.open_blob("repo", digest), lambda size: None)
+    assert isinstance(body, LocalBlob) and Path(body.path).read_bytes() == BIG
