@@ -47,11 +47,12 @@ def rules() -> RuleSet:
 @pytest.fixture
 def cache(tmp_path: Path, upstream: FakeUpstream, clock: Clock, rules: RuleSet) -> PullThroughCache:
     blobs = FileBlobStore(tmp_path / "data")
+    metadata = SqliteMetadataStore(tmp_path / "data" / "metadata.sqlite3")
     return PullThroughCache(
         rules=rules,
-        metadata=SqliteMetadataStore(tmp_path / "data" / "metadata.sqlite3"),
+        metadata=metadata,
         blobs=blobs,
         upstreams=FakeUpstreams(upstream),
-        filler=TeeFiller(blobs),
+        filler=TeeFiller(blobs, metadata),
         clock=clock,
     )

@@ -6,6 +6,7 @@ It passes the same Upstream contract suite as the real HTTP client does against 
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,6 +28,8 @@ class FakeUpstream:
         self.failure: RegistryError | None = None  # raised by every call while set
         self.corrupt_blobs = False  # serve wrong bytes under the right digest
         self.chunk_size = 1 << 16
+        self.delay = 0.0  # seconds each call takes, so concurrent requests overlap
+        self.chunk_delay = 0.0  # seconds between blob chunks: a slow download
 
     # -- building content -----------------------------------------------------------------------------------------
 
@@ -93,8 +96,12 @@ class FakeUpstream:
         data = self._blob(repository, digest)
         if self.corrupt_blobs:
             data = bytes(reversed(data)) if len(data) > 1 else b"\x00"
-        chunks = (data[i : i + self.chunk_size] for i in range(0, len(data), self.chunk_size))
-        yield UpstreamBlob(len(data), chunks)
+        yield UpstreamBlob(len(data), self._chunks(data))
+
+    def _chunks(self, data: bytes) -> Iterator[bytes]:
+        for offset in range(0, len(data), self.chunk_size):
+            time.sleep(self.chunk_delay)
+            yield data[offset : offset + self.chunk_size]
 
     def list_tags(self, repository: str, n: int | None, last: str | None) -> TagPage:
         self._call("list_tags")
@@ -107,6 +114,7 @@ class FakeUpstream:
 
     def _call(self, name: str) -> None:
         self.calls[name] += 1
+        time.sleep(self.delay)
         if self.failure is not None:
             raise self.failure
 

@@ -41,6 +41,7 @@ from core.ports import (
 )
 from core.reference import Reference
 from core.rules import Route, Rule, RuleSet, RuleSource
+from core.singleflight import SingleFlight
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,7 @@ class PullThroughCache:
         self._filler = filler
         self._clock = clock
         self._metrics = metrics or NoMetrics()
+        self._flights = SingleFlight(metadata)
 
     @property
     def rules(self) -> RuleSet:
@@ -121,48 +123,72 @@ class PullThroughCache:
         return ServedManifest(record, data, warning)
 
     def _manifest_by_digest(self, route: Route, digest: Digest) -> ManifestRecord:
-        record = self._metadata.get_manifest(route.scope, digest)
-        if record is not None and self._blobs.exists(digest):
+        record = self._cached_manifest(route, digest)
+        if record is not None:
             self._metrics.count("ManifestHit")
             return record
         upstream = self._upstream(route)
         self._metrics.count("ManifestMiss")
-        fetched = upstream.get_manifest(route.repository, str(digest))
-        return self._store_manifest(route, fetched.data, fetched.content_type, digest)
+
+        def fetch() -> ManifestRecord:
+            fetched = upstream.get_manifest(route.repository, str(digest))
+            return self._store_manifest(route, fetched.data, fetched.content_type, digest)
+
+        return self._flights.run(
+            f"manifest/{route.scope}/{digest}", fetch, lambda: self._cached_manifest(route, digest)
+        )
+
+    def _cached_manifest(self, route: Route, digest: Digest) -> ManifestRecord | None:
+        record = self._metadata.get_manifest(route.scope, digest)
+        return record if record is not None and self._blobs.exists(digest) else None
 
     def _manifest_by_tag(self, route: Route, tag: str) -> tuple[ManifestRecord, str | None]:
-        now = self._clock()
+        asked_at = self._clock()
         cached = self._metadata.get_tag(route.scope, route.repository, tag)
-        if cached is not None and now - cached.checked_at < route.rule.tag_ttl_seconds:
-            if now - cached.pulled_at >= PULL_RECORD_GRANULARITY_SECONDS:
-                self._metadata.record_pull(route.scope, route.repository, tag, now)
+        if cached is not None and asked_at - cached.checked_at < route.rule.tag_ttl_seconds:
+            if asked_at - cached.pulled_at >= PULL_RECORD_GRANULARITY_SECONDS:
+                self._metadata.record_pull(route.scope, route.repository, tag, asked_at)
             self._metrics.count("TagHit")
             return cached.manifest, None
+        upstream = self._upstream(route)
         try:
-            record = self._revalidate(route, tag, cached)
+            # However many requests find the tag stale at once, one asks the upstream; the others use its answer.
+            record = self._flights.run(
+                f"tag/{route.scope}/{route.repository}/{tag}",
+                lambda: self._revalidate(route, upstream, tag, cached),
+                lambda: self._confirmed_since(route, tag, asked_at),
+            )
         except UPSTREAM_FAILURES as exc:
             if cached is None:
                 raise
             log.warning("serving stale %s/%s:%s: %s", route.scope, route.repository, tag, exc.message)
             self._metrics.count("StaleServed")
             return cached.manifest, f"serving a cached copy: upstream failed ({exc.code})"
-        self._metadata.put_tag(route.scope, route.repository, tag, TagRecord(record, now, now))
         return record, None
 
-    def _revalidate(self, route: Route, tag: str, cached: TagRecord | None) -> ManifestRecord:
+    def _confirmed_since(self, route: Route, tag: str, since: float) -> ManifestRecord | None:
+        record = self._metadata.get_tag(route.scope, route.repository, tag)
+        return record.manifest if record is not None and record.checked_at >= since else None
+
+    def _revalidate(self, route: Route, upstream: Upstream, tag: str, cached: TagRecord | None) -> ManifestRecord:
         """A HEAD (free on Docker Hub) tells whether the cached digest still holds; GET only what changed."""
-        upstream = self._upstream(route)
+        record = None
         if cached is not None:
             self._metrics.count("TagRevalidated")
             head = upstream.head_manifest(route.repository, tag)
             if head.digest == cached.manifest.digest:
-                return cached.manifest
-            if head.digest is not None:
-                return self._manifest_by_digest(route, head.digest)
-        self._metrics.count("TagMiss")
-        fetched = upstream.get_manifest(route.repository, tag)
-        expected = Digest.parse(fetched.digest_header) if fetched.digest_header else Digest.of(fetched.data)
-        return self._store_manifest(route, fetched.data, fetched.content_type, expected)
+                record = cached.manifest
+            elif head.digest is not None:
+                record = self._manifest_by_digest(route, head.digest)
+        if record is None:
+            self._metrics.count("TagMiss")
+            fetched = upstream.get_manifest(route.repository, tag)
+            expected = Digest.parse(fetched.digest_header) if fetched.digest_header else Digest.of(fetched.data)
+            record = self._store_manifest(route, fetched.data, fetched.content_type, expected)
+        answered_at = self._clock()  # after the upstream answered: requests that waited on this one see it as theirs
+        pulled_at = answered_at if cached is None else max(cached.pulled_at, answered_at)
+        self._metadata.put_tag(route.scope, route.repository, tag, TagRecord(record, answered_at, pulled_at))
+        return record
 
     def _store_manifest(self, route: Route, data: bytes, content_type: str | None, digest: Digest) -> ManifestRecord:
         if Digest.of(data, digest.algorithm) != digest:

@@ -23,12 +23,13 @@ RULES_FILE_ENV = "PULLTHROUGH_RULES_FILE"
 def build_local_cache(data_dir: Path, rules: RuleSet) -> PullThroughCache:
     data_dir.mkdir(parents=True, exist_ok=True)
     blobs = FileBlobStore(data_dir)
+    metadata = SqliteMetadataStore(data_dir / "metadata.sqlite3")
     return PullThroughCache(
         rules=rules,
-        metadata=SqliteMetadataStore(data_dir / "metadata.sqlite3"),
+        metadata=metadata,
         blobs=blobs,
         upstreams=HttpUpstreams(),
-        filler=TeeFiller(blobs),
+        filler=TeeFiller(blobs, metadata),
     )
 
 

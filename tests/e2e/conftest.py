@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 
 from tests.support.clients import Containerd, Podman, skopeo_copy, verify_dir_digests
 from tests.support.images import TestImage, push_test_images
+from tests.support.moto import MotoServer
 from tests.support.pullthrough import PullthroughServer
 from tests.support.upstream import AccessLogEntry, DistributionRegistry
 
@@ -29,6 +31,22 @@ def test_images(
     upstream_registry: DistributionRegistry, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, TestImage]:
     return push_test_images(upstream_registry.host, tmp_path_factory.mktemp("images"))
+
+
+@pytest.fixture(scope="session")
+def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
+    with MotoServer(tmp_path_factory.mktemp("moto")) as server:
+        yield server
+
+
+def lambda_server(workdir: Path, moto: MotoServer, rules: list[dict[str, object]], sync_max: int) -> PullthroughServer:
+    name = f"pt-{uuid.uuid4().hex[:12]}"  # a fresh table and bucket: every test starts cold
+    return PullthroughServer(
+        workdir, rules,
+        extra_args=("--lambda", "--table", name, "--bucket", name, "--sync-fill-max-bytes", str(sync_max)),
+        env={"AWS_ENDPOINT_URL": moto.url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+             "AWS_DEFAULT_REGION": "us-east-1"},
+    )  # fmt: skip
 
 
 def cache_rules(upstream: DistributionRegistry, ttl: int = TAG_TTL_SECONDS) -> list[dict[str, object]]:

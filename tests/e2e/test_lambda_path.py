@@ -4,7 +4,6 @@ the real upstream; blob bytes reach them from the S3 endpoint through the 307.""
 
 from __future__ import annotations
 
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,29 +11,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.conftest import IMAGES, PREFIX, cache_rules, fetches, platforms
+from tests.e2e.conftest import IMAGES, PREFIX, cache_rules, fetches, lambda_server, platforms
 from tests.support.images import TestImage
 from tests.support.moto import MotoServer
 from tests.support.pullthrough import PullthroughServer
 from tests.support.upstream import DistributionRegistry, summarize
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
-    with MotoServer(tmp_path_factory.mktemp("moto")) as server:
-        yield server
-
-
-def lambda_server(workdir: Path, moto: MotoServer, rules: list[dict[str, object]], sync_max: int) -> PullthroughServer:
-    name = f"pt-{uuid.uuid4().hex[:12]}"  # a fresh table and bucket: every test starts cold
-    return PullthroughServer(
-        workdir, rules,
-        extra_args=("--lambda", "--table", name, "--bucket", name, "--sync-fill-max-bytes", str(sync_max)),
-        env={"AWS_ENDPOINT_URL": moto.url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-             "AWS_DEFAULT_REGION": "us-east-1"},
-    )  # fmt: skip
 
 
 @pytest.fixture

@@ -12,11 +12,15 @@ from core.ports import LocalBlob
 
 
 class FileBlobWriter:
-    def __init__(self, final_path: Path, temp_dir: Path, digest: Digest) -> None:
+    def __init__(self, final_path: Path, temp_dir: Path, digest: Digest, temp_path: Path | None = None) -> None:
         self._final_path = final_path
-        fd, temp_name = tempfile.mkstemp(dir=temp_dir, prefix=f"{digest.encoded[:16]}.")
-        self.temp_path = Path(temp_name)
-        self._file = os.fdopen(fd, "wb")
+        if temp_path is None:
+            fd, temp_name = tempfile.mkstemp(dir=temp_dir, prefix=f"{digest.encoded[:16]}.")
+            self.temp_path = Path(temp_name)
+            self._file = os.fdopen(fd, "wb")
+        else:  # a name other processes can find, for a writer that holds the fill lease
+            self.temp_path = temp_path
+            self._file = temp_path.open("wb")
         self._verifier = DigestVerifier(digest)
 
     @property
@@ -76,6 +80,13 @@ class FileBlobStore:
 
     def writer(self, digest: Digest) -> FileBlobWriter:
         return FileBlobWriter(self.path(digest), self._temp_dir, digest)
+
+    def shared_writer(self, digest: Digest) -> FileBlobWriter:
+        """A writer whose temp file is `partial_path(digest)`, for the one process holding the fill lease."""
+        return FileBlobWriter(self.path(digest), self._temp_dir, digest, self.partial_path(digest))
+
+    def partial_path(self, digest: Digest) -> Path:
+        return self._temp_dir / f"partial-{digest.algorithm}-{digest.encoded}"
 
     def locate(self, digest: Digest, *, head: bool) -> LocalBlob | None:
         path = self.path(digest)

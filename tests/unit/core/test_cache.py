@@ -73,15 +73,16 @@ class TestManifestsByTag:
         assert cache.manifest("up/library/app", "v1", ANY, with_body=True).record.digest == new
         assert upstream.calls == {"head_manifest": 1, "get_manifest": 1}
 
-    def test_zero_ttl_revalidates_every_time(self, cache, upstream: FakeUpstream, rules):
+    def test_zero_ttl_revalidates_every_time(self, cache, upstream: FakeUpstream, rules, clock: Clock):
         from core.rules import Rule, RuleSet
 
         cache.rule_source = RuleSet([*rules, Rule("always", "http://always.invalid", tag_ttl_seconds=0)])
         upstream.add_image("app", "v1")
         cache.manifest("always/app", "v1", ANY, with_body=False)
         upstream.calls.clear()
-        cache.manifest("always/app", "v1", ANY, with_body=False)
-        cache.manifest("always/app", "v1", ANY, with_body=False)
+        for _ in range(2):
+            clock.advance(0.001)
+            cache.manifest("always/app", "v1", ANY, with_body=False)
         assert upstream.calls == {"head_manifest": 2}
 
     @pytest.mark.parametrize("failure", [Unavailable("down"), TooManyRequests("slow down", retry_after=30)])
@@ -356,3 +357,65 @@ def test_reloading_rules_load_lazily_and_reload_after_the_interval():
     assert rules.current().by_prefix("r1") is not None and len(loads) == 1
     now[0] = 61
     assert rules.current().by_prefix("r2") is not None
+
+
+class TestSingleFlight:
+    def run_concurrently(self, count: int, call) -> list:
+        results: list = []
+        threads = [threading.Thread(target=lambda: results.append(call())) for _ in range(count)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return results
+
+    def test_concurrent_cold_pulls_of_a_tag_make_one_upstream_request(self, cache, upstream):
+        digest = upstream.add_image("library/app", "v1")
+        upstream.delay = 0.2
+        served = self.run_concurrently(8, lambda: cache.manifest("up/library/app", "v1", ANY, with_body=True))
+        assert {result.record.digest for result in served} == {digest} and len(served) == 8
+        assert upstream.calls == {"get_manifest": 1}
+
+    def test_concurrent_revalidations_of_a_stale_tag_make_one_head(self, cache, upstream, clock):
+        upstream.add_image("library/app", "v1")
+        cache.manifest("up/library/app", "v1", ANY, with_body=False)
+        clock.advance(TTL + 1)
+        upstream.calls.clear()
+        upstream.delay = 0.2
+        self.run_concurrently(8, lambda: cache.manifest("up/library/app", "v1", ANY, with_body=False))
+        assert upstream.calls == {"head_manifest": 1}
+
+    def test_concurrent_pulls_by_digest_make_one_upstream_request(self, cache, upstream):
+        digest = upstream.add_image("library/app", None)
+        upstream.delay = 0.2
+        self.run_concurrently(6, lambda: cache.manifest("up/library/app", str(digest), ANY, with_body=True))
+        assert upstream.calls == {"get_manifest": 1}
+
+    def test_a_failed_holder_lets_a_waiter_take_over(self, tmp_path):
+        from adapters.local.metadata_store import SqliteMetadataStore
+        from core.singleflight import SingleFlight
+
+        flights = SingleFlight(SqliteMetadataStore(tmp_path / "m.sqlite3"), poll_seconds=0.01)
+        attempts: list[str] = []
+        started = threading.Event()
+
+        def failing() -> str:
+            attempts.append("first")
+            started.set()
+            time.sleep(0.1)
+            raise Unavailable("upstream down")
+
+        failed: list[Exception] = []
+        first = threading.Thread(target=lambda: _capture(failed, lambda: flights.run("k", failing, lambda: None)))
+        first.start()
+        started.wait()
+        result = flights.run("k", lambda: attempts.append("second") or "done", lambda: None)
+        first.join()
+        assert result == "done" and attempts == ["first", "second"] and isinstance(failed[0], Unavailable)
+
+
+def _capture(errors: list[Exception], call) -> None:
+    try:
+        call()
+    except Exception as exc:
+        errors.append(exc)
