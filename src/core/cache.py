@@ -13,6 +13,7 @@ from core.errors import (
     ManifestInvalid,
     ManifestUnknown,
     PaginationNumberInvalid,
+    RegistryError,
     TooManyRequests,
     Unavailable,
 )
@@ -29,12 +30,15 @@ from core.ports import (
     BlobBody,
     BlobFiller,
     BlobStore,
+    EventSink,
     FillJob,
     ManifestRecord,
     MetadataStore,
     Metrics,
+    NoEvents,
     NoMetrics,
     SizeOnly,
+    SyncEvent,
     TagRecord,
     Upstream,
     Upstreams,
@@ -67,6 +71,16 @@ class ServedManifest:
 
 
 @dataclass(frozen=True, slots=True)
+class RefreshOutcome:
+    name: str
+    tag: str
+    status: str  # "unchanged", "updated" or "failed"
+    digest: str | None
+    previous_digest: str | None
+    failure: str | None = None  # "CODE: message"
+
+
+@dataclass(frozen=True, slots=True)
 class TagList:
     name: str
     tags: list[str]
@@ -83,6 +97,7 @@ class PullThroughCache:
         filler: BlobFiller,
         clock: Callable[[], float] = time.time,
         metrics: Metrics | None = None,
+        events: EventSink | None = None,
     ) -> None:
         self.rule_source = rules
         self._metadata = metadata
@@ -91,6 +106,7 @@ class PullThroughCache:
         self._filler = filler
         self._clock = clock
         self._metrics = metrics or NoMetrics()
+        self._events = events or NoEvents()
         self._flights = SingleFlight(metadata)
 
     @property
@@ -104,8 +120,9 @@ class PullThroughCache:
         worker thread, where waiting on the upstream blocks nobody.
         """
         return PullThroughCache(
-            self.rule_source, self._metadata, self._blobs, _NoUpstreams(), self._filler, self._clock, self._metrics
-        )
+            self.rule_source, self._metadata, self._blobs, _NoUpstreams(), self._filler, self._clock, self._metrics,
+            self._events,
+        )  # fmt: skip
 
     # -- manifests ------------------------------------------------------------------------------------------------
 
@@ -155,7 +172,7 @@ class PullThroughCache:
             # However many requests find the tag stale at once, one asks the upstream; the others use its answer.
             record = self._flights.run(
                 f"tag/{route.scope}/{route.repository}/{tag}",
-                lambda: self._revalidate(route, upstream, tag, cached),
+                lambda: self._revalidate(route, upstream, tag, cached, pulled=True),
                 lambda: self._confirmed_since(route, tag, asked_at),
             )
         except UPSTREAM_FAILURES as exc:
@@ -170,7 +187,9 @@ class PullThroughCache:
         record = self._metadata.get_tag(route.scope, route.repository, tag)
         return record.manifest if record is not None and record.checked_at >= since else None
 
-    def _revalidate(self, route: Route, upstream: Upstream, tag: str, cached: TagRecord | None) -> ManifestRecord:
+    def _revalidate(
+        self, route: Route, upstream: Upstream, tag: str, cached: TagRecord | None, *, pulled: bool
+    ) -> ManifestRecord:
         """A HEAD (free on Docker Hub) tells whether the cached digest still holds; GET only what changed."""
         record = None
         if cached is not None:
@@ -186,7 +205,9 @@ class PullThroughCache:
             expected = Digest.parse(fetched.digest_header) if fetched.digest_header else Digest.of(fetched.data)
             record = self._store_manifest(route, fetched.data, fetched.content_type, expected)
         answered_at = self._clock()  # after the upstream answered: requests that waited on this one see it as theirs
-        pulled_at = answered_at if cached is None else max(cached.pulled_at, answered_at)
+        # a refresh is not a pull: the tag stays watched only while clients pull it
+        previous_pull = cached.pulled_at if cached is not None else 0.0
+        pulled_at = max(previous_pull, answered_at) if pulled else previous_pull
         self._metadata.put_tag(route.scope, route.repository, tag, TagRecord(record, answered_at, pulled_at))
         return record
 
@@ -274,6 +295,66 @@ class PullThroughCache:
             return size
         finally:
             self._metadata.release_lease(job.lease_key, lease_owner)
+
+    # -- refresh ----------------------------------------------------------------------------------------------------
+
+    def refresh_tag(self, name: str, tag: str) -> RefreshOutcome:
+        """Revalidate one tag now, whatever its age: what changed?"""
+        return self._refresh(self.rules.route(name), name, tag)
+
+    def refresh_stale(self, *, pulled_within_seconds: float, limit: int) -> list[RefreshOutcome]:
+        """Revalidate up to `limit` stale tags that clients pulled recently, least recently confirmed first, so the
+        next pull is a hit. Each revalidated tag counts as confirmed, so the next run carries on with the rest."""
+        now = self._clock()
+        outcomes: list[RefreshOutcome] = []
+        for rule in self.rules:
+            if rule.tag_ttl_seconds == 0:  # revalidated on every pull anyway
+                continue
+            budget = limit - len(outcomes)
+            if budget <= 0:
+                break
+            stale = self._metadata.stale_tags(
+                rule.scope, now - rule.tag_ttl_seconds, now - pulled_within_seconds, budget
+            )
+            for repository, tag in stale:
+                name = f"{rule.prefix}/{repository}" if rule.prefix else repository
+                outcomes.append(self._refresh(Route(rule, repository), name, tag))
+        return outcomes
+
+    def _refresh(self, route: Route, name: str, tag: str) -> RefreshOutcome:
+        asked_at = self._clock()
+        cached = self._metadata.get_tag(route.scope, route.repository, tag)
+        previous = str(cached.manifest.digest) if cached is not None else None
+        try:
+            upstream = self._upstream(route)
+            record = self._flights.run(
+                f"tag/{route.scope}/{route.repository}/{tag}",
+                lambda: self._revalidate(route, upstream, tag, cached, pulled=False),
+                lambda: self._confirmed_since(route, tag, asked_at),
+            )
+        except RegistryError as exc:
+            self._metrics.count("RefreshFailed")
+            self._publish(route, tag, None, exc)
+            return RefreshOutcome(name, tag, "failed", previous, previous, f"{exc.code}: {exc.message}")
+        if str(record.digest) == previous:
+            return RefreshOutcome(name, tag, "unchanged", previous, previous)
+        self._metrics.count("RefreshUpdated")
+        self._publish(route, tag, str(record.digest), None)
+        return RefreshOutcome(name, tag, "updated", str(record.digest), previous)
+
+    def _publish(self, route: Route, tag: str, digest: str | None, failure: RegistryError | None) -> None:
+        self._events.publish(
+            SyncEvent(
+                sync_status="FAILED" if failure else "SUCCESS",
+                repository_prefix=route.rule.prefix,
+                repository_name=route.repository,
+                upstream_registry_url=route.rule.upstream,
+                image_tag=tag,
+                image_digest=digest,
+                failure_code=failure.code if failure else None,
+                failure_reason=failure.message if failure else None,
+            )
+        )
 
     # -- discovery ------------------------------------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from core.digest import Digest
 from core.rules import Rule
@@ -102,6 +102,10 @@ class MetadataStore(Protocol):
 
     def record_pull(self, scope: str, repository: str, tag: str, pulled_at: float) -> None: ...
 
+    def stale_tags(self, scope: str, checked_before: float, pulled_after: float, limit: int) -> list[tuple[str, str]]:
+        """(repository, tag) of tags last confirmed before `checked_before` and pulled since `pulled_after`, the
+        least recently confirmed first: what a refresh run revalidates."""
+
     def list_tags(self, scope: str, repository: str) -> list[str]: ...
 
     def list_repositories(self) -> list[tuple[str, str]]:
@@ -182,6 +186,48 @@ class Upstream(Protocol):
 
 class Upstreams(Protocol):
     def for_rule(self, rule: Rule) -> Upstream: ...
+
+
+# -- events ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SyncEvent:
+    """One tag synced with its upstream, shaped like ECR's "ECR Pull Through Cache Action" event."""
+
+    sync_status: str  # SUCCESS or FAILED
+    repository_prefix: str
+    repository_name: str
+    upstream_registry_url: str
+    image_tag: str
+    image_digest: str | None
+    failure_code: str | None = None
+    failure_reason: str | None = None
+
+    DETAIL_TYPE: ClassVar[str] = "Pull Through Cache Action"
+
+    def detail(self) -> dict[str, str]:
+        """The event's detail with ECR's field names, so rules written for ECR's events match these too."""
+        fields = {
+            "sync-status": self.sync_status,
+            "ecr-repository-prefix": self.repository_prefix,
+            "repository-name": self.repository_name,
+            "upstream-registry-url": self.upstream_registry_url,
+            "image-tag": self.image_tag,
+            "image-digest": self.image_digest,
+            "failure-code": self.failure_code,
+            "failure-reason": self.failure_reason,
+        }
+        return {key: value for key, value in fields.items() if value is not None}
+
+
+class EventSink(Protocol):
+    def publish(self, event: SyncEvent) -> None: ...
+
+
+class NoEvents:
+    def publish(self, event: SyncEvent) -> None:
+        pass
 
 
 # -- observability --------------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from adapters.aws.filler import FillDispatcher, LeasedFiller
 from adapters.aws.s3_blob_store import S3BlobStore
 from adapters.upstream.client import HttpUpstreams
 from core.cache import PullThroughCache
-from core.ports import Metrics
+from core.ports import EventSink, Metrics
 from core.rules import ReloadingRules, Rule, RuleSet
 from handlers.config import preset_rules
 
@@ -65,13 +65,16 @@ class AwsClients:
     def lambda_client(self) -> Any:
         return self.session.client("lambda")
 
+    def events_client(self) -> Any:
+        return self.session.client("events")
+
     def credentials_expiry(self) -> float | None:
         credentials = self.session.get_credentials()
         expiry = getattr(credentials, "_expiry_time", None)
         return expiry.timestamp() if expiry is not None else None
 
 
-def build_aws_cache(settings: AwsSettings, metrics: Metrics) -> PullThroughCache:
+def build_aws_cache(settings: AwsSettings, metrics: Metrics, events: EventSink | None = None) -> PullThroughCache:
     clients = AwsClients(settings)
     metadata = DynamoMetadataStore(clients.dynamodb, settings.table)
     blobs = S3BlobStore(
@@ -88,8 +91,9 @@ def build_aws_cache(settings: AwsSettings, metrics: Metrics) -> PullThroughCache
 
     filler = LeasedFiller(blobs, metadata, _dispatcher(settings, clients), sync_max_bytes=settings.sync_fill_max_bytes)
     return PullThroughCache(
-        ReloadingRules(load_rules, RULES_RELOAD_SECONDS), metadata, blobs, HttpUpstreams(), filler, metrics=metrics
-    )
+        ReloadingRules(load_rules, RULES_RELOAD_SECONDS), metadata, blobs, HttpUpstreams(), filler,
+        metrics=metrics, events=events,
+    )  # fmt: skip
 
 
 def _dispatcher(settings: AwsSettings, clients: AwsClients) -> FillDispatcher:

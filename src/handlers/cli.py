@@ -13,7 +13,7 @@ from core.rules import RuleInvalid, RuleSet
 from handlers.aws import AwsSettings, ensure_resources, store_rules, stored_rules
 from handlers.config import PRESETS, load_rules
 from handlers.lambda_local import serve as serve_events
-from handlers.local import DATA_DIR_ENV, RULES_FILE_ENV
+from handlers.local import DATA_DIR_ENV, RULES_FILE_ENV, build_local_cache
 
 
 @click.group()
@@ -144,3 +144,33 @@ def _table_settings(table: str) -> AwsSettings:
         table=table, bucket="", fill_function=None, builtin_rules="", sync_fill_max_bytes=0, presign_seconds=0,
         endpoint_url=os.environ.get("AWS_ENDPOINT_URL"), fill_in_process=False,
     )  # fmt: skip
+
+
+@main.command()
+@click.argument("reference", required=False)
+@click.option("--data-dir", default=".pullthrough", show_default=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--rules", "rules_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--window-days", default=30.0, show_default=True, help="Refresh tags pulled within this many days.")
+@click.option("--limit", default=500, show_default=True, help="At most this many tags per run.")
+def refresh(reference: str | None, data_dir: Path, rules_file: Path | None, window_days: float, limit: int) -> None:
+    """Revalidate stale, recently pulled tags with the upstream (the scheduled job), or one image: PREFIX/REPO:TAG."""
+    try:
+        cache = build_local_cache(data_dir.resolve(), load_rules(rules_file))
+    except RuleInvalid as exc:
+        raise click.UsageError(str(exc)) from exc
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    if reference is not None:
+        name, _, tag = reference.rpartition(":")
+        if not name or "/" in tag:
+            raise click.UsageError("give the image as PREFIX/REPOSITORY:TAG")
+        outcomes = [cache.refresh_tag(name, tag)]
+    else:
+        outcomes = cache.refresh_stale(pulled_within_seconds=window_days * 86400, limit=limit)
+    for outcome in outcomes:
+        change = {"updated": f"{outcome.previous_digest} -> {outcome.digest}", "failed": outcome.failure}
+        click.echo(f"{outcome.name}:{outcome.tag}\t{outcome.status}\t{change.get(outcome.status, outcome.digest)}")
+    if reference is None:
+        click.echo(f"{len(outcomes)} tags revalidated", err=True)
+    if any(outcome.status == "failed" for outcome in outcomes):
+        raise SystemExit(1)

@@ -8,6 +8,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from adapters.local.blob_store import FileBlobStore
+from adapters.local.events import LogEvents
 from adapters.local.filler import TeeFiller
 from adapters.local.metadata_store import SqliteMetadataStore
 from adapters.upstream.client import HttpUpstreams
@@ -21,6 +22,7 @@ RULES_FILE_ENV = "PULLTHROUGH_RULES_FILE"
 
 
 def build_local_cache(data_dir: Path, rules: RuleSet) -> PullThroughCache:
+    """The cache over one data directory; sync events (from refreshes) go to the log."""
     data_dir.mkdir(parents=True, exist_ok=True)
     blobs = FileBlobStore(data_dir)
     metadata = SqliteMetadataStore(data_dir / "metadata.sqlite3")
@@ -30,6 +32,7 @@ def build_local_cache(data_dir: Path, rules: RuleSet) -> PullThroughCache:
         blobs=blobs,
         upstreams=HttpUpstreams(),
         filler=TeeFiller(blobs, metadata),
+        events=LogEvents(),
     )
 
 

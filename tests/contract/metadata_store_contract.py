@@ -98,3 +98,15 @@ class MetadataStoreContract:
         store.delete_rule("")
         store.delete_rule("never-existed")
         assert store.list_rules() == [Rule("hub", "https://other.example")]
+
+    def test_stale_tags_are_those_unconfirmed_and_recently_pulled_oldest_first(self, store: MetadataStore):
+        store.put_tag("s", "repo", "old", tag_record(checked_at=100.0, pulled_at=900.0))
+        store.put_tag("s", "repo", "older", tag_record(checked_at=50.0, pulled_at=950.0))
+        store.put_tag("s", "other/repo", "fresh", tag_record(checked_at=500.0, pulled_at=900.0))
+        store.put_tag("s", "repo", "forgotten", tag_record(checked_at=10.0, pulled_at=10.0))
+        store.put_tag("t", "repo", "other-scope", tag_record(checked_at=10.0, pulled_at=900.0))
+        assert store.stale_tags("s", checked_before=200.0, pulled_after=800.0, limit=10) == [
+            ("repo", "older"),
+            ("repo", "old"),
+        ]
+        assert store.stale_tags("s", checked_before=200.0, pulled_after=800.0, limit=1) == [("repo", "older")]

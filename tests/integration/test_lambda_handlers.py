@@ -53,7 +53,7 @@ def handlers(seeded) -> Iterator[dict[str, ModuleType]]:
         with mock_aws():
             settings = AwsSettings.from_environment()
             ensure_resources(settings)
-            store_rules(settings, RuleSet([Rule("up", registry.url)]))
+            store_rules(settings, RuleSet([Rule("up", registry.url, tag_ttl_seconds=1)]))
             modules = {}
             for name in ("lambda_api", "fill", "refresh"):
                 sys.modules.pop(f"handlers.{name}", None)
@@ -146,6 +146,18 @@ def test_fill_function_copies_a_blob_under_the_lease(handlers, seeded):
     assert again["size"] == 2 and registry.requests_since(mark) == []  # already there: nothing fetched
 
 
-def test_scheduled_event_reaches_the_refresh_function(handlers):
+def test_scheduled_event_runs_the_refresh_over_stale_pulled_tags(handlers, seeded):
+    import time
+
+    registry, _ = seeded
+    pulled = handlers["lambda_api"].handler(
+        event("api-manifest-head.json", f"/v2/up/{REPOSITORY}/manifests/v1"), LocalContext()
+    )
+    assert pulled["statusCode"] == 200
+    time.sleep(1.1)  # the rule's TTL is one second
+    mark = registry.mark()
     answer = handlers["refresh"].handler(event("scheduled-refresh.json"), LocalContext())
-    assert answer == {"refreshed": 0, "implemented": False}
+    assert answer == {"revalidated": 1, "unchanged": 1, "updated": 0, "failed": 0}
+    assert [(entry.method, entry.path) for entry in registry.requests_since(mark)] == [
+        ("HEAD", f"/v2/{REPOSITORY}/manifests/v1")
+    ]

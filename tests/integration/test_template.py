@@ -401,6 +401,7 @@ def test_each_function_role_grants_only_what_its_function_does(transformed: dict
     objects = {"Fn::Sub": "${Bucket.Arn}/*"}
     bucket = {"Fn::GetAtt": ["Bucket", "Arn"]}
     fill = {"Fn::GetAtt": ["FillFunction", "Arn"]}
+    default_bus = {"Fn::Sub": "arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:event-bus/default"}
     dynamodb = {f"dynamodb:{a}" for a in ("GetItem", "BatchGetItem", "Query", "PutItem", "UpdateItem", "DeleteItem")}
     s3_objects = {"s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"}
     expected: dict[str, set[tuple[str, str]]] = {
@@ -410,9 +411,10 @@ def test_each_function_role_grants_only_what_its_function_does(transformed: dict
         "FillFunctionRole": {(a, json.dumps(table)) for a in dynamodb}
         | {(a, json.dumps(objects)) for a in s3_objects}
         | {("s3:ListBucket", json.dumps(bucket))},
-        "RefreshFunctionRole": {(a, json.dumps(table)) for a in dynamodb}
+        "RefreshFunctionRole": {(a, json.dumps(table)) for a in dynamodb | {"dynamodb:Scan"}}
         | {(a, json.dumps(objects)) for a in ("s3:GetObject", "s3:PutObject")}
-        | {("s3:ListBucket", json.dumps(bucket)), ("lambda:InvokeFunction", json.dumps(fill))},
+        | {("s3:ListBucket", json.dumps(bucket)), ("lambda:InvokeFunction", json.dumps(fill))}
+        | {("events:PutEvents", json.dumps(default_bus))},
     }
     for role_name, grants in expected.items():
         role = transformed["Resources"][role_name]["Properties"]

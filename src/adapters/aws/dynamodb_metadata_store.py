@@ -78,6 +78,31 @@ class DynamoMetadataStore:
                 ExpressionAttributeValues={":t": _n(pulled_at)},
             )
 
+    def stale_tags(self, scope: str, checked_before: float, pulled_after: float, limit: int) -> list[tuple[str, str]]:
+        """A filtered Scan: it reads the whole table, which is fine for a scheduled run over a cache's metadata."""
+        prefix = f"TAG#{scope}#"
+        paginator = self._client.get_paginator("scan")
+        pages = paginator.paginate(
+            TableName=self._table,
+            FilterExpression="begins_with(pk, :prefix) AND checked_at < :checked AND pulled_at >= :pulled",
+            ExpressionAttributeValues={
+                ":prefix": _s(prefix),
+                ":checked": _n(checked_before),
+                ":pulled": _n(pulled_after),
+            },
+            ProjectionExpression="pk, sk, checked_at",
+        )
+        found: list[tuple[float, str, str]] = []
+        try:
+            for page in pages:
+                for item in page["Items"]:
+                    found.append(
+                        (float(item["checked_at"]["N"]), item["pk"]["S"].removeprefix(prefix), item["sk"]["S"])
+                    )
+        except ClientError as exc:
+            raise Unavailable("metadata store unavailable") from exc
+        return [(repository, tag) for _, repository, tag in sorted(found)[:limit]]
+
     def list_tags(self, scope: str, repository: str) -> list[str]:
         return [item["sk"]["S"] for item in self._query(f"TAG#{scope}#{repository}")]
 

@@ -86,6 +86,14 @@ class SqliteMetadataStore:
             (pulled_at, scope, repository, tag),
         )
 
+    def stale_tags(self, scope: str, checked_before: float, pulled_after: float, limit: int) -> list[tuple[str, str]]:
+        rows = self._db.execute(
+            "SELECT repository, tag FROM tags WHERE scope = ? AND checked_at < ? AND pulled_at >= ?"
+            " ORDER BY checked_at LIMIT ?",
+            (scope, checked_before, pulled_after, limit),
+        )
+        return [(repository, tag) for repository, tag in rows]
+
     def list_tags(self, scope: str, repository: str) -> list[str]:
         rows = self._db.execute("SELECT tag FROM tags WHERE scope = ? AND repository = ?", (scope, repository))
         return [tag for (tag,) in rows]

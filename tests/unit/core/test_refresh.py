@@ -1,0 +1,131 @@
+"""Scheduled and manual refresh: which tags are revalidated, what reaches the upstream, what events say."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from adapters.local.blob_store import FileBlobStore
+from adapters.local.filler import TeeFiller
+from adapters.local.metadata_store import SqliteMetadataStore
+from core.cache import PullThroughCache
+from core.errors import Unavailable
+from core.mediatypes import Accept
+from core.ports import SyncEvent
+from tests.conftest import TTL, Clock
+from tests.fakes import FakeUpstream, FakeUpstreams
+
+ANY = Accept([])
+DAY = 86400.0
+
+
+class RecordedEvents:
+    def __init__(self) -> None:
+        self.events: list[SyncEvent] = []
+
+    def publish(self, event: SyncEvent) -> None:
+        self.events.append(event)
+
+
+@pytest.fixture
+def events() -> RecordedEvents:
+    return RecordedEvents()
+
+
+@pytest.fixture
+def cache(tmp_path: Path, upstream: FakeUpstream, clock: Clock, rules, events: RecordedEvents) -> PullThroughCache:
+    blobs = FileBlobStore(tmp_path)
+    metadata = SqliteMetadataStore(tmp_path / "metadata.sqlite3")
+    return PullThroughCache(rules, metadata, blobs, FakeUpstreams(upstream), TeeFiller(blobs, metadata), clock,
+                            events=events)  # fmt: skip
+
+
+def test_refresh_revalidates_stale_recently_pulled_tags_with_heads_only(cache, upstream, clock, events):
+    for tag in ("a", "b"):
+        upstream.add_image("library/app", tag)
+        cache.manifest("up/library/app", tag, ANY, with_body=False)
+    clock.advance(TTL + 1)
+    upstream.calls.clear()
+    outcomes = cache.refresh_stale(pulled_within_seconds=30 * DAY, limit=100)
+    assert sorted((o.name, o.tag, o.status) for o in outcomes) == [("up/library/app", "a", "unchanged"),
+                                                                     ("up/library/app", "b", "unchanged")]  # fmt: skip
+    assert upstream.calls == {"head_manifest": 2}
+    assert events.events == []  # nothing changed
+    upstream.calls.clear()
+    cache.manifest("up/library/app", "a", ANY, with_body=False)  # confirmed by the refresh: a hit
+    assert upstream.calls == {}
+    assert cache.refresh_stale(pulled_within_seconds=30 * DAY, limit=100) == []  # nothing stale any more
+
+
+def test_refresh_fetches_a_moved_tag_so_the_next_pull_gets_it_without_asking(cache, upstream, clock, events):
+    upstream.add_image("library/app", "v1", layer=b"old")
+    old = cache.manifest("up/library/app", "v1", ANY, with_body=False).record.digest
+    new = upstream.add_image("library/app", "v1", layer=b"new")
+    clock.advance(TTL + 1)
+    [outcome] = cache.refresh_stale(pulled_within_seconds=30 * DAY, limit=100)
+    assert (outcome.status, outcome.previous_digest, outcome.digest) == ("updated", str(old), str(new))
+    upstream.calls.clear()
+    assert cache.manifest("up/library/app", "v1", ANY, with_body=True).record.digest == new
+    assert upstream.calls == {}
+    [event] = events.events
+    assert event.detail() == {
+        "sync-status": "SUCCESS", "ecr-repository-prefix": "up", "repository-name": "library/app",
+        "upstream-registry-url": "http://upstream.invalid", "image-tag": "v1", "image-digest": str(new),
+    }  # fmt: skip
+
+
+def test_refresh_skips_tags_nobody_pulled_lately_and_is_bounded(cache, upstream, clock):
+    for tag in ("a", "b", "c"):
+        upstream.add_image("library/app", tag)
+        cache.manifest("up/library/app", tag, ANY, with_body=False)
+        clock.advance(1)
+    clock.advance(40 * DAY)
+    cache.manifest("up/library/app", "c", ANY, with_body=False)  # stale: revalidated by this pull, and pulled
+    clock.advance(TTL + 1)
+    assert [o.tag for o in cache.refresh_stale(pulled_within_seconds=30 * DAY, limit=100)] == ["c"]
+    # a refresh is not a pull: a tag nobody pulls drops out of the window eventually
+    clock.advance(31 * DAY)
+    assert cache.refresh_stale(pulled_within_seconds=30 * DAY, limit=100) == []
+
+
+def test_limit_bounds_a_run_and_the_next_run_carries_on(cache, upstream, clock):
+    for tag in ("a", "b", "c"):
+        upstream.add_image("library/app", tag)
+        cache.manifest("up/library/app", tag, ANY, with_body=False)
+    clock.advance(TTL + 1)
+    first = cache.refresh_stale(pulled_within_seconds=30 * DAY, limit=2)
+    second = cache.refresh_stale(pulled_within_seconds=30 * DAY, limit=2)
+    assert len(first) == 2 and len(second) == 1
+    assert {o.tag for o in first + second} == {"a", "b", "c"}
+
+
+def test_failures_are_reported_and_published_and_the_cached_tag_kept(cache, upstream, clock, events):
+    digest = upstream.add_image("library/app", "v1")
+    cache.manifest("up/library/app", "v1", ANY, with_body=False)
+    clock.advance(TTL + 1)
+    upstream.failure = Unavailable("upstream down")
+    [outcome] = cache.refresh_stale(pulled_within_seconds=30 * DAY, limit=10)
+    assert outcome.status == "failed" and outcome.failure == "UNAVAILABLE: upstream down"
+    assert events.events[0].detail()["sync-status"] == "FAILED"
+    assert events.events[0].detail()["failure-code"] == "UNAVAILABLE"
+    served = cache.manifest("up/library/app", "v1", ANY, with_body=False)
+    assert served.record.digest == digest and served.warning
+
+
+def test_manual_refresh_of_one_image_answers_what_changed(cache, upstream):
+    digest = upstream.add_image("library/app", "v1")
+    assert cache.refresh_tag("up/library/app", "v1").status == "updated"  # never cached: fetched now
+    assert cache.refresh_tag("up/library/app", "v1").status == "unchanged"
+    assert cache.refresh_tag("up/library/app", "v1").digest == str(digest)
+    assert cache.refresh_tag("up/library/app", "nope").status == "failed"
+
+
+def test_rules_with_zero_ttl_are_left_to_pulls(cache, upstream, clock, rules):
+    from core.rules import Rule, RuleSet
+
+    cache.rule_source = RuleSet([*rules, Rule("always", "http://always.invalid", tag_ttl_seconds=0)])
+    upstream.add_image("app", "v1")
+    cache.manifest("always/app", "v1", ANY, with_body=False)
+    clock.advance(DAY)
+    assert cache.refresh_stale(pulled_within_seconds=30 * DAY, limit=10) == []
