@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from core.breaker import GuardedUpstream
 from core.digest import Digest
 from core.errors import (
     DigestMismatch,
@@ -176,7 +179,8 @@ class PullThroughCache:
                 lambda: self._confirmed_since(route, tag, asked_at),
             )
         except UPSTREAM_FAILURES as exc:
-            if cached is None:
+            max_stale = route.rule.max_stale_seconds
+            if cached is None or (max_stale is not None and asked_at - cached.checked_at > max_stale):
                 raise
             log.warning("serving stale %s/%s:%s: %s", route.scope, route.repository, tag, exc.message)
             self._metrics.count("StaleServed")
@@ -340,7 +344,27 @@ class PullThroughCache:
             return RefreshOutcome(name, tag, "unchanged", previous, previous)
         self._metrics.count("RefreshUpdated")
         self._publish(route, tag, str(record.digest), None)
+        self._prefetch(route, name, record)
         return RefreshOutcome(name, tag, "updated", str(record.digest), previous)
+
+    def _prefetch(self, route: Route, name: str, record: ManifestRecord) -> None:
+        """Fetch the blobs of the rule's prefetch platforms, so that even the first pull after a move is a hit."""
+        if not route.rule.prefetch_platforms:
+            return
+        images = [record]
+        if record.is_index:
+            index = Manifest(self._read_manifest(route, record), record.media_type, record.digest)
+            children = (select_platform_child(index, platform) for platform in route.rule.prefetch_platforms)
+            images = [self._manifest_by_digest(route, child) for child in children if child is not None]
+        for image in images:
+            document = json.loads(self._read_manifest(route, image))
+            for descriptor in [document.get("config"), *document.get("layers", [])]:
+                if isinstance(descriptor, dict) and isinstance(descriptor.get("digest"), str):
+                    owner = f"prefetch-{uuid.uuid4().hex}"
+                    try:
+                        self.fill_blob(name, descriptor["digest"], lease_owner=owner, lease_seconds=900)
+                    except RegistryError as exc:  # the tag itself is refreshed; a blob can still come on pull
+                        log.warning("prefetch of %s for %s failed: %s", descriptor["digest"], name, exc.message)
 
     def _publish(self, route: Route, tag: str, digest: str | None, failure: RegistryError | None) -> None:
         self._events.publish(
@@ -386,4 +410,4 @@ class PullThroughCache:
         return sorted(names)
 
     def _upstream(self, route: Route) -> Upstream:
-        return self._upstreams.for_rule(route.rule)
+        return GuardedUpstream(self._upstreams.for_rule(route.rule), self._metadata, route.rule.upstream_base)

@@ -20,7 +20,7 @@ INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
 # What the cache asks its upstreams for: everything, so one upstream answer serves every client.
 UPSTREAM_ACCEPT = ", ".join((OCI_INDEX, DOCKER_MANIFEST_LIST, OCI_MANIFEST, DOCKER_MANIFEST))
 
-DEFAULT_PLATFORM = ("linux", "amd64")
+DEFAULT_PLATFORM = "linux/amd64"
 
 
 class Accept:
@@ -79,11 +79,14 @@ def detect_media_type(data: bytes, content_type: str | None) -> str:
     return OCI_MANIFEST
 
 
-def select_platform_child(index: Manifest, platform: tuple[str, str] = DEFAULT_PLATFORM) -> Digest | None:
-    """The digest of the index entry for `platform`, as distribution picks linux/amd64 for old clients."""
-    document = json.loads(index.data)
-    for entry in document.get("manifests", []):
+def select_platform_child(index: Manifest, platform: str = DEFAULT_PLATFORM) -> Digest | None:
+    """The digest of the index entry for `platform` ("os/arch[/variant]"), as distribution picks linux/amd64 for
+    clients that take no lists. Without a variant, any variant matches."""
+    os_name, architecture, *variant = platform.split("/")
+    for entry in json.loads(index.data).get("manifests", []):
         entry_platform = entry.get("platform") or {}
-        if (entry_platform.get("os"), entry_platform.get("architecture")) == platform:
+        if (entry_platform.get("os"), entry_platform.get("architecture")) != (os_name, architecture):
+            continue
+        if not variant or entry_platform.get("variant") == variant[0]:
             return Digest.parse(entry["digest"])
     return None

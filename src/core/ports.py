@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
 from core.digest import Digest
+from core.mediatypes import INDEX_TYPES
 from core.rules import Rule
 
 # -- what a stored or streamed blob looks like to the HTTP layer --------------------------------------------------
@@ -54,6 +55,17 @@ class ManifestRecord:
     digest: Digest
     media_type: str
     size: int
+
+    @property
+    def is_index(self) -> bool:
+        return self.media_type in INDEX_TYPES
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    seconds_left: float
+    code: str  # the OCI error code of the failure that set it
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +140,11 @@ class MetadataStore(Protocol):
 
     def release_lease(self, key: str, owner: str) -> None:
         """Drop the lease if `owner` still holds it."""
+
+    def get_backoff(self, key: str) -> Backoff | None:
+        """An unexpired back-off for an upstream, set after it failed; None when calls may go through."""
+
+    def put_backoff(self, key: str, seconds: float, code: str, reason: str) -> None: ...
 
     def list_rules(self) -> list[Rule]:
         """Rules kept in the store (the serverless deployment keeps its rules here)."""

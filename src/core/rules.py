@@ -32,6 +32,10 @@ class Rule:
     library_namespace: bool = False
     username: str | None = None
     password: str | None = field(default=None, repr=False)
+    # Past this age a tag is not served when the upstream fails: the error is. None: always serve the stale copy.
+    max_stale_seconds: int | None = None
+    # Platforms ("linux/amd64") whose blobs a refresh fetches when a tag moves, so even a first pull is a hit.
+    prefetch_platforms: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         try:
@@ -46,6 +50,11 @@ class Rule:
             raise RuleInvalid(f"rule {self.prefix!r}: upstream {self.upstream!r} must be a bare registry URL")
         if self.tag_ttl_seconds < 0:
             raise RuleInvalid(f"rule {self.prefix!r}: tag_ttl_seconds must be >= 0")
+        if self.max_stale_seconds is not None and self.max_stale_seconds < 0:
+            raise RuleInvalid(f"rule {self.prefix!r}: max_stale_seconds must be >= 0")
+        for platform in self.prefetch_platforms:
+            if not 2 <= len(platform.split("/")) <= 3:
+                raise RuleInvalid(f"rule {self.prefix!r}: platform {platform!r} is not os/arch[/variant]")
 
     @property
     def scope(self) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 import uvicorn
 
+from adapters.upstream.client import TIMEOUT_ENV
 from core.rules import RuleInvalid, RuleSet
 from handlers.aws import AwsSettings, ensure_resources, store_rules, stored_rules
 from handlers.config import PRESETS, load_rules
@@ -28,6 +29,8 @@ def main() -> None:
 @click.option("--rules", "rules_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="YAML/JSON rules file; without it, the built-in rules for the public registries apply.")  # fmt: skip
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Server processes.")
+@click.option("--upstream-timeout", default=30.0, show_default=True, type=click.FloatRange(0.1, 600),
+              help="Seconds an upstream may take to connect or to send the next bytes.")  # fmt: skip
 @click.option("--access-log/--no-access-log", default=False, show_default=True)
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))  # fmt: skip
@@ -42,10 +45,11 @@ def main() -> None:
 @click.option("--sync-fill-max-bytes", default=64 << 20, show_default=True, type=int,
               help="Largest blob a request copies itself (--lambda only); bigger go to the fill function.")  # fmt: skip
 def serve(
-    host: str, port: int, data_dir: Path, rules_file: Path | None, workers: int, access_log: bool, log_level: str,
-    lambda_path: bool, table: str, bucket: str, sync_fill_max_bytes: int,
+    host: str, port: int, data_dir: Path, rules_file: Path | None, workers: int, upstream_timeout: float,
+    access_log: bool, log_level: str, lambda_path: bool, table: str, bucket: str, sync_fill_max_bytes: int,
 ) -> None:  # fmt: skip
     """Start the cache as a local registry."""
+    os.environ[TIMEOUT_ENV] = str(upstream_timeout)
     try:
         rules = load_rules(rules_file)
     except RuleInvalid as exc:

@@ -41,6 +41,8 @@ class RuleConfig(BaseModel):
     library_namespace: bool = False
     username: str | None = None
     password_env: str | None = None  # the name of an environment variable: passwords never sit in rules files
+    max_stale_seconds: int | None = Field(default=None, ge=0)
+    prefetch_platforms: list[str] = Field(default_factory=list)
 
     def to_rule(self) -> Rule:
         password = None
@@ -48,7 +50,10 @@ class RuleConfig(BaseModel):
             password = os.environ.get(self.password_env)
             if password is None:
                 raise RuleInvalid(f"rule {self.prefix!r}: environment variable {self.password_env} is not set")
-        return Rule(self.prefix, self.upstream, self.tag_ttl_seconds, self.library_namespace, self.username, password)
+        return Rule(
+            self.prefix, self.upstream, self.tag_ttl_seconds, self.library_namespace, self.username, password,
+            self.max_stale_seconds, tuple(self.prefetch_platforms),
+        )  # fmt: skip
 
 
 class RulesFile(BaseModel):

@@ -89,7 +89,8 @@ class MetadataStoreContract:
         from core.rules import Rule
 
         assert store.list_rules() == []
-        hub = Rule("hub", "https://registry-1.docker.io", 600, library_namespace=True)
+        hub = Rule("hub", "https://registry-1.docker.io", 600, library_namespace=True, max_stale_seconds=3600,
+                   prefetch_platforms=("linux/amd64", "linux/arm64/v8"))  # fmt: skip
         root = Rule("", "https://mirror.example", 0)
         store.put_rule(hub)
         store.put_rule(root)
@@ -110,3 +111,13 @@ class MetadataStoreContract:
             ("repo", "old"),
         ]
         assert store.stale_tags("s", checked_before=200.0, pulled_after=800.0, limit=1) == [("repo", "older")]
+
+    def test_backoff_holds_until_it_expires(self, store: MetadataStore, clock):
+        assert store.get_backoff("https://up.example") is None
+        store.put_backoff("https://up.example", 30, "TOOMANYREQUESTS", "slow down")
+        backoff = store.get_backoff("https://up.example")
+        assert backoff is not None and backoff.code == "TOOMANYREQUESTS" and backoff.reason == "slow down"
+        assert 29 <= backoff.seconds_left <= 30
+        assert store.get_backoff("https://other.example") is None
+        clock.advance(31)
+        assert store.get_backoff("https://up.example") is None

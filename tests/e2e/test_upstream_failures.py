@@ -184,3 +184,42 @@ def test_malformed_requests_get_oci_errors_from_the_real_server(tmp_path, upstre
         response = client.get(path)
         assert response.status_code == status and error_code(response) == code
         assert client.get("/v2/").status_code == 200
+
+
+class _CountingUpstream(http.server.BaseHTTPRequestHandler):
+    """An upstream that throttles (429) or answers too slowly, and counts how often it is asked."""
+
+    mode = "throttle"
+    requests = 0
+
+    def do_GET(self) -> None:
+        type(self).requests += 1
+        if self.mode == "slow":
+            time.sleep(3)
+        self.send_response(429)
+        self.send_header("Retry-After", "30")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_HEAD = do_GET
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("mode, status", [("throttle", 429), ("slow", 503)])
+def test_a_failing_upstream_is_not_asked_again_in_a_loop(tmp_path, mode, status):
+    _CountingUpstream.mode, _CountingUpstream.requests = mode, 0
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), _CountingUpstream)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    rules = [{"prefix": PREFIX, "upstream": f"http://127.0.0.1:{server.server_address[1]}"}]
+    cache = PullthroughServer(tmp_path / "pullthrough", rules, extra_args=("--upstream-timeout", "1", "--workers", "2"))
+    try:
+        with cache, httpx.Client(base_url=cache.url, timeout=10) as client:
+            started = time.monotonic()
+            answers = [client.get(f"/v2/{PREFIX}/library/x/manifests/v{n}").status_code for n in range(10)]
+            assert answers == [status] * 10
+            assert time.monotonic() - started < 5  # one slow answer at most, then straight from the back-off
+        assert _CountingUpstream.requests == 1  # ten requests, two server processes: the upstream was asked once
+    finally:
+        server.shutdown()

@@ -141,14 +141,22 @@ def test_errors_are_oci_json_with_the_right_status(client, image, method, path, 
         assert response.content == b""  # HEAD has no body, even on errors
 
 
-def test_upstream_failures_map_to_429_and_503(client, upstream, image):
+def test_a_throttling_upstream_gives_429_and_is_left_alone_meanwhile(client, upstream, image):
     upstream.failure = TooManyRequests("slow down", retry_after=42)
     throttled = client.get("/v2/up/library/app/manifests/v1")
     assert throttled.status_code == 429 and oci_error(throttled) == "TOOMANYREQUESTS"
     assert throttled.headers["retry-after"] == "42"
+    upstream.calls.clear()
+    again = client.get("/v2/up/library/app/blobs/" + image["layer"])
+    assert again.status_code == 429 and 0 < int(again.headers["retry-after"]) <= 42
+    assert upstream.calls == {}  # answered from the back-off, not by asking again
+
+
+def test_an_unreachable_upstream_gives_503(client, upstream, image):
     upstream.failure = Unavailable("down")
     down = client.get("/v2/up/library/app/manifests/v1")
     assert down.status_code == 503 and oci_error(down) == "UNAVAILABLE"
+    assert int(down.headers["retry-after"]) > 0
 
 
 def test_stale_manifest_served_with_warning(client, upstream, image, clock):

@@ -7,7 +7,8 @@
 | blob | `BLOB#<scope>#<digest>` | `-` | size |
 | repository index | `REPOSITORIES` | `<scope>#<repository>` | |
 | lease | `LEASE#<key>` | `-` | owner, expires_at (TTL) |
-| rule | `RULES` | `RULE#<prefix>` | upstream, tag_ttl_seconds, library_namespace |
+| upstream back-off | `BACKOFF#<upstream URL>` | `-` | code, reason, expires_at (TTL) |
+| rule | `RULES` | `RULE#<prefix>` | upstream and the rule's settings |
 
 Manifests and blobs get a partition each, so hot content spreads over partitions; tags of one repository share one,
 so listing them is a Query. Expired leases may linger up to two days before TTL deletes them: reads always compare
@@ -25,7 +26,7 @@ from botocore.exceptions import ClientError
 
 from core.digest import Digest
 from core.errors import Unavailable
-from core.ports import ManifestRecord, TagRecord
+from core.ports import Backoff, ManifestRecord, TagRecord
 from core.rules import Rule
 
 SINGLE = "-"
@@ -170,15 +171,34 @@ class DynamoMetadataStore:
                 upstream=item["upstream"]["S"],
                 tag_ttl_seconds=int(item["tag_ttl_seconds"]["N"]),
                 library_namespace=item["library_namespace"]["BOOL"],
+                max_stale_seconds=int(item["max_stale_seconds"]["N"]) if "max_stale_seconds" in item else None,
+                prefetch_platforms=tuple(entry["S"] for entry in item.get("prefetch_platforms", {}).get("L", [])),
             )
             for item in self._query("RULES")
-        ]
+        ]  # fmt: skip
 
     def put_rule(self, rule: Rule) -> None:
-        self._put({
+        item = {
             "pk": _s("RULES"), "sk": _s(f"RULE#{rule.prefix}"), "upstream": _s(rule.upstream),
             "tag_ttl_seconds": _n(rule.tag_ttl_seconds), "library_namespace": {"BOOL": rule.library_namespace},
-        })  # fmt: skip
+            "prefetch_platforms": {"L": [_s(platform) for platform in rule.prefetch_platforms]},
+        }  # fmt: skip
+        if rule.max_stale_seconds is not None:
+            item["max_stale_seconds"] = _n(rule.max_stale_seconds)
+        self._put(item)
+
+    # -- upstream back-off -------------------------------------------------------------------------------------------
+
+    def get_backoff(self, key: str) -> Backoff | None:
+        item = self._get(f"BACKOFF#{key}", SINGLE)
+        now = self._clock()
+        if item is None or float(item["expires_at"]["N"]) <= now:  # TTL deletes late: always compare
+            return None
+        return Backoff(float(item["expires_at"]["N"]) - now, item["code"]["S"], item["reason"]["S"])
+
+    def put_backoff(self, key: str, seconds: float, code: str, reason: str) -> None:
+        self._put({"pk": _s(f"BACKOFF#{key}"), "sk": _s(SINGLE), "expires_at": _n(self._clock() + seconds),
+                   "code": _s(code), "reason": _s(reason)})  # fmt: skip
 
     def delete_rule(self, prefix: str) -> None:
         self._call(self._client.delete_item, TableName=self._table, Key={"pk": _s("RULES"), "sk": _s(f"RULE#{prefix}")})

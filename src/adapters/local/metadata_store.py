@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from core.digest import Digest
-from core.ports import ManifestRecord, TagRecord
+from core.ports import Backoff, ManifestRecord, TagRecord
 from core.rules import Rule
 
 _SCHEMA = """
@@ -33,7 +33,10 @@ CREATE TABLE IF NOT EXISTS leases (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rules (
     prefix TEXT PRIMARY KEY, upstream TEXT NOT NULL, tag_ttl_seconds INTEGER NOT NULL,
-    library_namespace INTEGER NOT NULL
+    library_namespace INTEGER NOT NULL, max_stale_seconds INTEGER, prefetch_platforms TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS backoffs (
+    key TEXT PRIMARY KEY, until REAL NOT NULL, code TEXT NOT NULL, reason TEXT NOT NULL
 ) WITHOUT ROWID;
 """
 
@@ -141,13 +144,31 @@ class SqliteMetadataStore:
     # -- rules -------------------------------------------------------------------------------------------------------
 
     def list_rules(self) -> list[Rule]:
-        rows = self._db.execute("SELECT prefix, upstream, tag_ttl_seconds, library_namespace FROM rules")
-        return [Rule(prefix, upstream, ttl, bool(library)) for prefix, upstream, ttl, library in rows]
+        rows = self._db.execute("SELECT * FROM rules")
+        return [
+            Rule(prefix, upstream, ttl, bool(library), max_stale_seconds=max_stale,
+                 prefetch_platforms=tuple(filter(None, platforms.split(","))))
+            for prefix, upstream, ttl, library, max_stale, platforms in rows
+        ]  # fmt: skip
 
     def put_rule(self, rule: Rule) -> None:
         self._db.execute(
-            "INSERT OR REPLACE INTO rules VALUES (?, ?, ?, ?)",
-            (rule.prefix, rule.upstream, rule.tag_ttl_seconds, int(rule.library_namespace)),
+            "INSERT OR REPLACE INTO rules VALUES (?, ?, ?, ?, ?, ?)",
+            (rule.prefix, rule.upstream, rule.tag_ttl_seconds, int(rule.library_namespace), rule.max_stale_seconds,
+             ",".join(rule.prefetch_platforms)),
+        )  # fmt: skip
+
+    # -- upstream back-off -------------------------------------------------------------------------------------------
+
+    def get_backoff(self, key: str) -> Backoff | None:
+        row = self._db.execute("SELECT until, code, reason FROM backoffs WHERE key = ?", (key,)).fetchone()
+        if row is None or row[0] <= self._clock():
+            return None
+        return Backoff(row[0] - self._clock(), row[1], row[2])
+
+    def put_backoff(self, key: str, seconds: float, code: str, reason: str) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO backoffs VALUES (?, ?, ?, ?)", (key, self._clock() + seconds, code, reason)
         )
 
     def delete_rule(self, prefix: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import email.utils
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -41,15 +42,17 @@ from core.rules import Rule
 
 log = logging.getLogger(__name__)
 
+TIMEOUT_ENV = "PULLTHROUGH_UPSTREAM_TIMEOUT_SECONDS"
 MAX_REDIRECTS = 5
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # the spec's "at least 4 MB"; containerd refuses more than that, too
 DEFAULT_RETRY_AFTER_SECONDS = 60
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
-def default_http_client() -> httpx.Client:
+def default_http_client(timeout_seconds: float = 30.0) -> httpx.Client:
+    """`timeout_seconds` bounds each connect, read and write: a slow upstream fails the request, not hangs it."""
     return httpx.Client(
-        timeout=httpx.Timeout(30.0, connect=5.0),
+        timeout=httpx.Timeout(timeout_seconds, connect=min(5.0, timeout_seconds)),
         limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
         follow_redirects=False,
         headers={"User-Agent": "pullthrough", "Accept-Encoding": "identity"},
@@ -257,7 +260,7 @@ class HttpUpstreams:
     """One RegistryClient per rule, sharing a connection pool."""
 
     def __init__(self, http: httpx.Client | None = None) -> None:
-        self._http = http or default_http_client()
+        self._http = http or default_http_client(float(os.environ.get(TIMEOUT_ENV, "30")))
         self._clients: dict[Rule, RegistryClient] = {}
         self._lock = threading.Lock()
 

@@ -419,3 +419,18 @@ def _capture(errors: list[Exception], call) -> None:
         call()
     except Exception as exc:
         errors.append(exc)
+
+
+def test_max_staleness_turns_an_old_copy_into_the_upstream_error(cache, upstream, clock, rules):
+    from core.rules import Rule, RuleSet
+
+    cache.rule_source = RuleSet([*rules, Rule("strict", "http://strict.invalid", tag_ttl_seconds=60,
+                                              max_stale_seconds=3600)])  # fmt: skip
+    upstream.add_image("app", "v1")
+    cache.manifest("strict/app", "v1", ANY, with_body=False)
+    upstream.failure = Unavailable("down")
+    clock.advance(1800)
+    assert cache.manifest("strict/app", "v1", ANY, with_body=False).warning  # stale, within the limit
+    clock.advance(3600)  # and past the back-off, so the upstream is asked again
+    with pytest.raises(Unavailable):
+        cache.manifest("strict/app", "v1", ANY, with_body=False)

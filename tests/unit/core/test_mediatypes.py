@@ -48,5 +48,7 @@ def test_platform_child_selection():
     ]}).encode()  # fmt: skip
     index = Manifest(data, DOCKER_MANIFEST_LIST, Digest.of(data))
     assert str(select_platform_child(index)) == amd64
-    assert str(select_platform_child(index, ("linux", "arm64"))) == arm64
-    assert select_platform_child(index, ("windows", "amd64")) is None
+    assert str(select_platform_child(index, "linux/arm64")) == arm64
+    assert str(select_platform_child(index, "linux/arm64/v8")) == arm64
+    assert select_platform_child(index, "linux/arm64/v7") is None
+    assert select_platform_child(index, "windows/amd64") is None

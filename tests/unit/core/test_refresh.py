@@ -129,3 +129,31 @@ def test_rules_with_zero_ttl_are_left_to_pulls(cache, upstream, clock, rules):
     cache.manifest("always/app", "v1", ANY, with_body=False)
     clock.advance(DAY)
     assert cache.refresh_stale(pulled_within_seconds=30 * DAY, limit=10) == []
+
+
+def test_a_refresh_prefetches_the_blobs_of_the_rules_platforms(cache, upstream, clock, rules):
+    import json
+
+    from core.cache import NeedsUpstream
+    from core.ports import LocalBlob
+    from core.rules import Rule, RuleSet
+
+    cache.rule_source = RuleSet([*rules, Rule("pre", "http://pre.invalid", tag_ttl_seconds=TTL,
+                                              prefetch_platforms=("linux/arm64",))])  # fmt: skip
+    upstream.add_image("multi", "v1")
+    cache.manifest("pre/multi", "v1", ANY, with_body=False)
+    _, children = upstream.add_index("multi", "v1")
+    clock.advance(TTL + 1)
+    [outcome] = [o for o in cache.refresh_stale(pulled_within_seconds=30 * DAY, limit=10) if o.name == "pre/multi"]
+    assert outcome.status == "updated"
+    local = cache.local_only()
+
+    def blobs_of(child) -> list[str]:
+        document = json.loads(upstream.manifests[str(child)][0])
+        return [document["config"]["digest"], *(layer["digest"] for layer in document["layers"])]
+
+    for digest in blobs_of(children["arm64"]):
+        assert isinstance(local.blob("pre/multi", digest, head=False), LocalBlob)
+    for digest in blobs_of(children["amd64"]):
+        with pytest.raises(NeedsUpstream):
+            local.blob("pre/multi", digest, head=False)
