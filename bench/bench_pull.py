@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,6 +91,8 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2, help="pullthrough server processes (2 cores here)")
     parser.add_argument("--big-mib", type=int, default=1024, help="size of the blob for the memory figure")
+    parser.add_argument("--clients", type=int, default=8, help="concurrent clients in the fleet scenario")
+    parser.add_argument("--fleet-image", choices=["big", "multi"], default="big")
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="pullthrough-bench-"))
@@ -113,6 +116,7 @@ def main() -> None:
                 for subject in subjects:
                     measure_pulls(subject, big, upstream, work, rows)
                     measure_rates(subject, big, upstream, args, rows)
+            fleet_rows(work, upstream, images, rules, args, rows, [s.name for s in subjects])
             memory_rows(work, upstream, rules, args, rows, [s.name for s in subjects])
         print_table(rows, [s.name for s in subjects], big)
     finally:
@@ -141,6 +145,28 @@ def measure_rates(subject: Subject, image: TestImage, upstream: DistributionRegi
         requests, _ = summarize(upstream.requests_since(mark))
         rows.setdefault(f"warm manifest req/s {label} ({args.connections} conn.)", {})[subject.name] = f"{rate:,.0f}"
         rows.setdefault(f"  upstream requests during that run ({label})", {})[subject.name] = f"{requests:,}"
+
+
+def fleet_rows(work: Path, upstream: DistributionRegistry, images: dict[str, TestImage], rules: list[dict[str, object]],
+               args: argparse.Namespace, rows: dict[str, dict[str, str]], names: list[str]) -> None:  # fmt: skip
+    """8 clients pulling the same cold image at once, against fresh caches."""
+    image = images["multi-oci"] if args.fleet_image == "multi" else images["big"]
+    with (
+        PullthroughServer(work / "pullthrough-fleet", rules, workers=args.workers) as pullthrough,
+        DistributionRegistry(work / "proxy-fleet", proxy_remote_url=upstream.url) as proxy,
+    ):
+        for name, host, prefix in zip(names, (pullthrough.host, proxy.host), (PREFIX, ""), strict=True):
+            mark = upstream.mark()
+            started = time.perf_counter()
+            destinations = [work / f"fleet-{name[:5]}-{n}" for n in range(args.clients)]
+            with ThreadPoolExecutor(args.clients) as pool:
+                list(pool.map(skopeo_copy, [image.ref(host, prefix)] * args.clients, destinations))
+            elapsed = time.perf_counter() - started
+            requests, sent = summarize(upstream.requests_since(mark))
+            label = f"{args.clients} concurrent cold pulls"
+            rows.setdefault(f"{label}: time", {})[name] = f"{elapsed:.2f} s"
+            rows.setdefault(f"{label}: upstream requests", {})[name] = str(requests)
+            rows.setdefault(f"{label}: upstream bytes", {})[name] = f"{sent / 1e6:.1f} MB"
 
 
 def memory_rows(work: Path, upstream: DistributionRegistry, rules: list[dict[str, object]], args: argparse.Namespace,
