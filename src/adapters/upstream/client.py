@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 TIMEOUT_ENV = "PULLTHROUGH_UPSTREAM_TIMEOUT_SECONDS"
 MAX_REDIRECTS = 5
+RATE_LIMIT_WARNING = 10
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # the spec's "at least 4 MB"; containerd refuses more than that, too
 DEFAULT_RETRY_AFTER_SECONDS = 60
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -134,6 +135,7 @@ class RegistryClient:
                 url = urljoin(url, response.headers["location"])
             else:
                 raise Unavailable("upstream redirected too many times")
+            self._watch_rate_limit(response)
             yield response
         except httpx.TimeoutException as exc:
             raise Unavailable(f"upstream {self._home_host} timed out") from exc
@@ -142,6 +144,12 @@ class RegistryClient:
         finally:
             if response is not None:
                 response.close()
+
+    def _watch_rate_limit(self, response: httpx.Response) -> None:
+        """Docker Hub says how many pulls are left ("ratelimit-remaining: 17;w=21600"): warn before it runs out."""
+        remaining = response.headers.get("ratelimit-remaining", "").split(";", 1)[0].strip()
+        if remaining.isdigit() and int(remaining) <= RATE_LIMIT_WARNING:
+            log.warning("upstream %s: %s pulls left in its rate-limit window", self._home_host, remaining)
 
     def _authorized_request(self, method: str, url: str, headers: dict[str, str], scope: str) -> httpx.Response:
         host = urlsplit(url).netloc

@@ -1,0 +1,80 @@
+"""The registry client's handling of what only public registries do (a test double stands in for them: they cannot
+be reached from here): Bearer token dances, redirects to another host, rate-limit headers."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import httpx
+import pytest
+
+from adapters.upstream.client import RegistryClient
+from core.errors import Denied, TooManyRequests
+from core.rules import Rule
+
+MANIFEST = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json"}).encode()
+
+
+def client_for(handler, rule: Rule | None = None) -> tuple[RegistryClient, list[httpx.Request]]:
+    seen: list[httpx.Request] = []
+
+    def record(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return handler(request)
+
+    http = httpx.Client(transport=httpx.MockTransport(record), follow_redirects=False)
+    return RegistryClient(rule or Rule("hub", "https://registry.example", username="u", password="p"), http), seen
+
+
+def docker_hub_like(request: httpx.Request) -> httpx.Response:
+    if request.url.host == "auth.example":
+        assert request.url.params["scope"] == "repository:library/alpine:pull"
+        assert request.url.params["service"] == "registry.example"
+        return httpx.Response(200, json={"token": "t0ken", "expires_in": 300})
+    if request.headers.get("authorization") != "Bearer t0ken":
+        challenge = 'Bearer realm="https://auth.example/token",service="registry.example"'
+        return httpx.Response(401, headers={"www-authenticate": challenge})
+    if request.url.path.endswith("/blobs/sha256:" + "a" * 64):
+        return httpx.Response(307, headers={"location": "https://cdn.example/blob?signature=x"})
+    return httpx.Response(
+        200,
+        content=MANIFEST,
+        headers={"ratelimit-remaining": "3;w=21600", "content-type": "application/vnd.oci.image.manifest.v1+json"},
+    )
+
+
+def test_bearer_token_is_fetched_once_and_reused(caplog: pytest.LogCaptureFixture):
+    client, seen = client_for(docker_hub_like)
+    with caplog.at_level(logging.WARNING):
+        assert client.get_manifest("library/alpine", "3").data == MANIFEST
+        assert client.get_manifest("library/alpine", "3.20").data == MANIFEST
+    hosts = [request.url.host for request in seen]
+    assert hosts == ["registry.example", "auth.example", "registry.example", "registry.example"]
+    assert seen[1].headers["authorization"].startswith("Basic ")  # the rule's credentials, to its own realm only
+    assert "3 pulls left" in caplog.text
+
+
+def test_redirects_to_another_host_carry_no_credentials():
+    def cdn(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "cdn.example":
+            return httpx.Response(200, content=b"blob")
+        return docker_hub_like(request)
+
+    client, seen = client_for(cdn)
+    from core.digest import Digest
+
+    with client.open_blob("library/alpine", Digest.parse("sha256:" + "a" * 64)) as blob:
+        assert b"".join(blob.chunks) == b"blob"
+    to_cdn = [request for request in seen if request.url.host == "cdn.example"]
+    assert len(to_cdn) == 1 and "authorization" not in to_cdn[0].headers
+
+
+def test_refused_credentials_and_throttling_map_to_oci_errors():
+    client, _ = client_for(lambda request: httpx.Response(401, headers={"www-authenticate": 'Basic realm="x"'}))
+    with pytest.raises(Denied):
+        client.get_manifest("library/alpine", "3")
+    client, _ = client_for(lambda request: httpx.Response(429, headers={"retry-after": "17"}))
+    with pytest.raises(TooManyRequests) as raised:
+        client.head_manifest("library/alpine", "3")
+    assert raised.value.retry_after == 17
