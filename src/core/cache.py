@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from core.breaker import GuardedUpstream
 from core.digest import Digest
 from core.errors import (
+    Denied,
     DigestMismatch,
     ManifestInvalid,
     ManifestUnknown,
@@ -136,6 +137,8 @@ class PullThroughCache:
             record, warning = self._manifest_by_digest(route, ref.digest), None
         else:
             assert ref.tag is not None
+            if not route.rule.tag_allowed(ref.tag):
+                raise Denied(f"tag {ref.tag!r} is not allowed by the cache rule")
             record, warning = self._manifest_by_tag(route, ref.tag)
         if not accept.allows(record.media_type):
             record = self._negotiate(route, record, accept, by_tag=ref.tag is not None)
@@ -396,7 +399,7 @@ class PullThroughCache:
             if not tags:
                 raise
         # Some registries ignore n and last (distribution 2.8 does), so page whatever came back.
-        tags = sorted(tag for tag in tags if last is None or tag > last)
+        tags = sorted(tag for tag in tags if (last is None or tag > last) and route.rule.tag_allowed(tag))
         if n is not None and len(tags) > n:
             return TagList(name, tags[:n], True)
         return TagList(name, tags, upstream_has_more)

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import fnmatch
 import math
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass, fields
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from core.errors import NameUnknown
+from core.errors import Denied, NameUnknown
 from core.reference import validate_name
 
 DEFAULT_TAG_TTL_SECONDS = 24 * 60 * 60  # ECR's fixed window; here it is only the default
+# What clients call Docker Hub (`ns=docker.io`) and where its registry API lives.
+DOCKER_HUB_ALIASES = {"docker.io": "registry-1.docker.io", "index.docker.io": "registry-1.docker.io"}
 
 
 class RuleInvalid(ValueError):
@@ -30,12 +34,18 @@ class Rule:
     tag_ttl_seconds: int = DEFAULT_TAG_TTL_SECONDS
     # Docker Hub keeps official images under library/: `alpine` means `library/alpine` there.
     library_namespace: bool = False
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
+    # Where the upstream credentials are (env:NAME, file:PATH, a Secrets Manager ARN): a reference, never a secret.
+    credentials: str | None = None
     # Past this age a tag is not served when the upstream fails: the error is. None: always serve the stale copy.
     max_stale_seconds: int | None = None
     # Platforms ("linux/amd64") whose blobs a refresh fetches when a tag moves, so even a first pull is a hit.
     prefetch_platforms: tuple[str, ...] = ()
+    # `<prefix>/x` is `<upstream_repository_prefix>/x` upstream, like ECR's upstreamRepositoryPrefix.
+    upstream_repository_prefix: str | None = None
+    # Globs on the upstream repository name: with `allow`, only matching names; `deny` always wins.
+    allow: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
+    allowed_tags: str | None = None  # a regular expression tags must match in full
 
     def __post_init__(self) -> None:
         try:
@@ -55,6 +65,39 @@ class Rule:
         for platform in self.prefetch_platforms:
             if not 2 <= len(platform.split("/")) <= 3:
                 raise RuleInvalid(f"rule {self.prefix!r}: platform {platform!r} is not os/arch[/variant]")
+        if self.upstream_repository_prefix is not None:
+            if self.prefix == ROOT_PREFIX:
+                raise RuleInvalid("the root rule cannot map repository names (as in ECR)")
+            try:
+                validate_name(self.upstream_repository_prefix)
+            except Exception as exc:
+                raise RuleInvalid(f"rule {self.prefix!r}: bad upstream_repository_prefix") from exc
+        if self.allowed_tags is not None:
+            try:
+                re.compile(self.allowed_tags)
+            except re.error as exc:
+                raise RuleInvalid(f"rule {self.prefix!r}: allowed_tags is not a regular expression: {exc}") from exc
+
+    def to_dict(self) -> dict[str, Any]:
+        """The rule as stored and shown: only the settings that differ from the defaults (no secret is ever here)."""
+        document: dict[str, Any] = {"prefix": self.prefix, "upstream": self.upstream}
+        for item in fields(self)[2:]:
+            value = getattr(self, item.name)
+            if value != item.default:
+                document[item.name] = list(value) if isinstance(value, tuple) else value
+        return document
+
+    @classmethod
+    def from_dict(cls, document: dict[str, Any]) -> Rule:
+        known = {item.name for item in fields(cls)}
+        unknown = set(document) - known
+        if unknown:
+            raise RuleInvalid(f"unknown rule settings: {sorted(unknown)}")
+        values: dict[str, Any] = {key: tuple(v) if isinstance(v, list) else v for key, v in document.items()}
+        try:
+            return cls(**values)
+        except TypeError as exc:
+            raise RuleInvalid(f"rule {document.get('prefix')!r}: {exc}") from exc
 
     @property
     def scope(self) -> str:
@@ -65,10 +108,24 @@ class Rule:
     def upstream_base(self) -> str:
         return self.upstream.rstrip("/")
 
+    @property
+    def upstream_host(self) -> str:
+        return urlsplit(self.upstream).netloc
+
     def upstream_repository(self, repository: str) -> str:
+        if self.upstream_repository_prefix:
+            return f"{self.upstream_repository_prefix}/{repository}"
         if self.library_namespace and "/" not in repository:
             return f"library/{repository}"
         return repository
+
+    def repository_allowed(self, repository: str) -> bool:
+        if any(fnmatch.fnmatchcase(repository, pattern) for pattern in self.deny):
+            return False
+        return not self.allow or any(fnmatch.fnmatchcase(repository, pattern) for pattern in self.allow)
+
+    def tag_allowed(self, tag: str) -> bool:
+        return self.allowed_tags is None or re.fullmatch(self.allowed_tags, tag) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,14 +158,31 @@ class RuleSet:
 
     def route(self, name: str) -> Route:
         """The longest matching prefix wins, the root rule takes the rest; what follows the prefix is the upstream
-        repository."""
+        repository. Names a rule does not allow are refused here, before anything is fetched."""
         validate_name(name)
+        route = self._match(name)
+        if not route.rule.repository_allowed(route.repository):
+            raise Denied(f"repository {route.repository!r} is not allowed by the cache rule", detail={"name": name})
+        return route
+
+    def _match(self, name: str) -> Route:
         for rule in self._rules:
             if name.startswith(rule.prefix + "/"):
                 return Route(rule, rule.upstream_repository(name[len(rule.prefix) + 1 :]))
         if self._root is not None:
             return Route(self._root, self._root.upstream_repository(name))
         raise NameUnknown(f"no cache rule matches repository {name!r}", detail={"name": name})
+
+    def for_namespace(self, namespace: str, name: str) -> str | None:
+        """The cache's own name for `name` of registry `namespace` (containerd's `ns` when configured as a mirror):
+        the first rule whose upstream is that registry, or None."""
+        host = DOCKER_HUB_ALIASES.get(namespace, namespace)
+        for rule in self:
+            if rule.upstream_host == host and not rule.upstream_repository_prefix:
+                if not rule.prefix or name.startswith(rule.prefix + "/"):  # a mirror path with the prefix in it
+                    return name
+                return f"{rule.prefix}/{name}"
+        return None
 
     def by_prefix(self, prefix: str) -> Rule | None:
         return next((rule for rule in self if rule.prefix == prefix), None)

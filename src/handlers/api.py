@@ -65,6 +65,7 @@ def create_app(cache: PullThroughCache) -> FastAPI:
 
     @app.api_route("/v2/{name:path}/manifests/{reference}", methods=PULL)
     async def manifest(name: str, reference: str, request: Request) -> Response:
+        name = _routed(name, request)
         with_body = request.method == "GET"
         accept = Accept.parse(request.headers.getlist("accept"))
         try:
@@ -81,26 +82,35 @@ def create_app(cache: PullThroughCache) -> FastAPI:
         }
         if served.warning:
             headers["Warning"] = f'299 - "{served.warning}"'
-        return Response(served.data or b"", headers=headers)
+        return _with_namespace(Response(served.data or b"", headers=headers), request)
 
     @app.api_route("/v2/{name:path}/blobs/{digest}", methods=PULL)
     async def blob(name: str, digest: str, request: Request) -> Response:
+        name = _routed(name, request)
         head = request.method == "HEAD"
         try:
             body = local.blob(name, digest, head=head)
         except NeedsUpstream:
             body = await run_in_threadpool(cache.blob, name, digest, head=head)
-        return _blob_response(body, digest, request.headers.get("range"), head=head)
+        return _with_namespace(_blob_response(body, digest, request.headers.get("range"), head=head), request)
 
     @app.get("/v2/{name:path}/tags/list")
     def tags(name: str, request: Request) -> Response:
+        name = _routed(name, request)
         n, last = _pagination(request)
         listing = cache.tags(name, n, last)
         response = JSONResponse({"name": listing.name, "tags": listing.tags}, headers=API_VERSION_HEADERS)
         if listing.has_more and listing.tags:
             query = urlencode({"n": n if n is not None else len(listing.tags), "last": listing.tags[-1]})
             response.headers["Link"] = f'</v2/{name}/tags/list?{query}>; rel="next"'
-        return response
+        return _with_namespace(response, request)
+
+    def _routed(name: str, request: Request) -> str:
+        """containerd, as a mirror, names the registry in `ns` and the repository as that registry knows it."""
+        namespace = request.query_params.get("ns")
+        if namespace:
+            return cache.rules.for_namespace(namespace, name) or name
+        return name
 
     @app.get("/v2/{name:path}/referrers/{digest}")
     def referrers(name: str, digest: str) -> Response:
@@ -122,6 +132,13 @@ def _error_response(request: Request, error: RegistryError) -> Response:
     )
     if request.method == "HEAD":  # HTTP servers drop a HEAD body themselves; Mangum does not
         response.body = b""
+    return response
+
+
+def _with_namespace(response: Response, request: Request) -> Response:
+    namespace = request.query_params.get("ns")
+    if namespace:  # what the spec asks of a registry that scopes by ns
+        response.headers["OCI-Namespace"] = namespace
     return response
 
 

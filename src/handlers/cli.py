@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 import uvicorn
 
+from adapters.upstream.addresses import ALLOW_PRIVATE_ENV
 from adapters.upstream.client import TIMEOUT_ENV
 from core.rules import RuleInvalid, RuleSet
 from handlers.aws import AwsSettings, ensure_resources, store_rules, stored_rules
@@ -31,6 +32,11 @@ def main() -> None:
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Server processes.")
 @click.option("--upstream-timeout", default=30.0, show_default=True, type=click.FloatRange(0.1, 600),
               help="Seconds an upstream may take to connect or to send the next bytes.")  # fmt: skip
+@click.option(
+    "--allow-private-upstreams",
+    is_flag=True,
+    help="Let upstreams (and their redirects) be on loopback or private addresses: for local testing.",
+)
 @click.option("--access-log/--no-access-log", default=False, show_default=True)
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))  # fmt: skip
@@ -46,10 +52,13 @@ def main() -> None:
               help="Largest blob a request copies itself (--lambda only); bigger go to the fill function.")  # fmt: skip
 def serve(
     host: str, port: int, data_dir: Path, rules_file: Path | None, workers: int, upstream_timeout: float,
-    access_log: bool, log_level: str, lambda_path: bool, table: str, bucket: str, sync_fill_max_bytes: int,
+    allow_private_upstreams: bool, access_log: bool, log_level: str, lambda_path: bool, table: str, bucket: str,
+    sync_fill_max_bytes: int,
 ) -> None:  # fmt: skip
     """Start the cache as a local registry."""
     os.environ[TIMEOUT_ENV] = str(upstream_timeout)
+    if allow_private_upstreams:
+        os.environ[ALLOW_PRIVATE_ENV] = "1"
     try:
         rules = load_rules(rules_file)
     except RuleInvalid as exc:
@@ -127,8 +136,6 @@ def rules_apply(rules_file: Path, table: str) -> None:
         loaded = load_rules(rules_file)
     except RuleInvalid as exc:
         raise click.UsageError(str(exc)) from exc
-    if any(rule.username for rule in loaded):
-        raise click.UsageError("stored rules cannot carry upstream credentials yet; remove username/password_env")
     store_rules(_table_settings(table), loaded)
     for rule in loaded:
         click.echo(f"stored {rule.prefix or '(root)'} -> {rule.upstream} (tag TTL {rule.tag_ttl_seconds} s)")
@@ -156,8 +163,14 @@ def _table_settings(table: str) -> AwsSettings:
 @click.option("--rules", "rules_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--window-days", default=30.0, show_default=True, help="Refresh tags pulled within this many days.")
 @click.option("--limit", default=500, show_default=True, help="At most this many tags per run.")
-def refresh(reference: str | None, data_dir: Path, rules_file: Path | None, window_days: float, limit: int) -> None:
+@click.option("--allow-private-upstreams", is_flag=True, help="As for serve.")
+def refresh(
+    reference: str | None, data_dir: Path, rules_file: Path | None, window_days: float, limit: int,
+    allow_private_upstreams: bool,
+) -> None:  # fmt: skip
     """Revalidate stale, recently pulled tags with the upstream (the scheduled job), or one image: PREFIX/REPO:TAG."""
+    if allow_private_upstreams:
+        os.environ[ALLOW_PRIVATE_ENV] = "1"
     try:
         cache = build_local_cache(data_dir.resolve(), load_rules(rules_file))
     except RuleInvalid as exc:

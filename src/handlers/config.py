@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import yaml
@@ -33,27 +32,24 @@ def preset_rules(names: str) -> list[Rule]:
 
 
 class RuleConfig(BaseModel):
+    """A rule as written in a rules file; types are checked here, meaning in core.rules.Rule."""
+
     model_config = ConfigDict(extra="forbid")
 
     prefix: str
     upstream: str
     tag_ttl_seconds: int = Field(default=DEFAULT_TAG_TTL_SECONDS, ge=0)
     library_namespace: bool = False
-    username: str | None = None
-    password_env: str | None = None  # the name of an environment variable: passwords never sit in rules files
+    credentials: str | None = None  # env:NAME, file:PATH or a Secrets Manager ARN: never the secret itself
     max_stale_seconds: int | None = Field(default=None, ge=0)
     prefetch_platforms: list[str] = Field(default_factory=list)
+    upstream_repository_prefix: str | None = None
+    allow: list[str] = Field(default_factory=list)
+    deny: list[str] = Field(default_factory=list)
+    allowed_tags: str | None = None
 
     def to_rule(self) -> Rule:
-        password = None
-        if self.password_env:
-            password = os.environ.get(self.password_env)
-            if password is None:
-                raise RuleInvalid(f"rule {self.prefix!r}: environment variable {self.password_env} is not set")
-        return Rule(
-            self.prefix, self.upstream, self.tag_ttl_seconds, self.library_namespace, self.username, password,
-            self.max_stale_seconds, tuple(self.prefetch_platforms),
-        )  # fmt: skip
+        return Rule.from_dict(self.model_dump(exclude_defaults=True) | {"prefix": self.prefix})
 
 
 class RulesFile(BaseModel):

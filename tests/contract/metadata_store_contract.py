@@ -90,7 +90,8 @@ class MetadataStoreContract:
 
         assert store.list_rules() == []
         hub = Rule("hub", "https://registry-1.docker.io", 600, library_namespace=True, max_stale_seconds=3600,
-                   prefetch_platforms=("linux/amd64", "linux/arm64/v8"))  # fmt: skip
+                   prefetch_platforms=("linux/amd64", "linux/arm64/v8"), credentials="env:HUB",
+                   allow=("library/*",), deny=("library/bad",), allowed_tags="v[0-9.]+")  # fmt: skip
         root = Rule("", "https://mirror.example", 0)
         store.put_rule(hub)
         store.put_rule(root)

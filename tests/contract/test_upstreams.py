@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from adapters.upstream.addresses import AddressPolicy
 from adapters.upstream.client import HttpUpstreams
 from core.digest import Digest
 from core.mediatypes import OCI_MANIFEST
@@ -18,6 +19,7 @@ from tests.fakes import FakeUpstream
 from tests.support.upstream import DistributionRegistry
 
 REPOSITORY = "library/contract"
+LOOPBACK_ALLOWED = AddressPolicy(allow_private=True)  # the test registry listens on 127.0.0.1
 TAGS = ("v1", "v2", "v3")
 
 
@@ -79,7 +81,7 @@ class TestHttpUpstreamAgainstDistribution(UpstreamContract):
 
     @pytest.fixture
     def upstream(self, registry: DistributionRegistry):
-        return HttpUpstreams().for_rule(Rule("up", registry.url))
+        return HttpUpstreams(addresses=LOOPBACK_ALLOWED).for_rule(Rule("up", registry.url))
 
     def test_one_request_per_call_against_an_open_registry(self, upstream, content, registry):
         mark = registry.mark()
@@ -98,7 +100,7 @@ def test_unreachable_upstream_is_unavailable_quickly(tmp_path: Path):
     from core.errors import Unavailable
     from tests.support.ports import free_port
 
-    upstream = HttpUpstreams().for_rule(Rule("up", f"http://127.0.0.1:{free_port()}"))
+    upstream = HttpUpstreams(addresses=LOOPBACK_ALLOWED).for_rule(Rule("up", f"http://127.0.0.1:{free_port()}"))
     started = time.monotonic()
     with pytest.raises(Unavailable):
         upstream.get_manifest("library/x", "v1")

@@ -28,7 +28,7 @@ def point_tag(upstream: DistributionRegistry, image: TestImage, target: str) -> 
 
 def run_refresh(cache: PullthroughServer, *args: str) -> str:
     command = [Path(sys.executable).parent / "pullthrough", "refresh", "--data-dir", cache.data_dir,
-               "--rules", cache.workdir / "rules.json", *args]  # fmt: skip
+               "--rules", cache.workdir / "rules.json", "--allow-private-upstreams", *args]  # fmt: skip
     return subprocess.run(command, capture_output=True, text=True, check=True, timeout=60).stdout
 
 

@@ -180,3 +180,36 @@ def test_docker_manifest_list_by_tag_for_old_clients(client, upstream):
     response = client.get("/v2/up/library/legacy/manifests/v1", headers={"Accept": DOCKER_MANIFEST})
     assert response.headers["docker-content-digest"] == str(children["amd64"])
     assert json.loads(response.content)["mediaType"] == DOCKER_MANIFEST
+
+
+def test_ns_routes_a_mirror_request_to_the_rule_for_that_registry(client, image):
+    response = client.get("/v2/library/app/manifests/v1", params={"ns": "upstream.invalid"})
+    assert response.status_code == 200 and response.headers["oci-namespace"] == "upstream.invalid"
+    assert response.headers["docker-content-digest"] == image["manifest"]
+    blob = client.get(f"/v2/library/app/blobs/{image['layer']}", params={"ns": "upstream.invalid"})
+    assert blob.status_code == 200 and blob.content == LAYER
+    unknown = client.get("/v2/library/app/manifests/v1", params={"ns": "elsewhere.example"})
+    assert unknown.status_code == 404 and oci_error(unknown) == "NAME_UNKNOWN"
+
+
+def test_denied_repositories_and_tags(tmp_path, upstream):
+    from adapters.local.blob_store import FileBlobStore
+    from adapters.local.filler import TeeFiller
+    from adapters.local.metadata_store import SqliteMetadataStore
+    from core.rules import Rule, RuleSet
+    from tests.fakes import FakeUpstreams
+
+    upstream.add_image("library/app", "v1")
+    upstream.add_image("library/app", "latest")
+    rules = RuleSet([Rule("up", "http://upstream.invalid", allow=("library/*",), deny=("library/secret*",),
+                          allowed_tags=r"v\d+")])  # fmt: skip
+    blobs, metadata = FileBlobStore(tmp_path), SqliteMetadataStore(tmp_path / "m.sqlite3")
+    client = TestClient(create_app(PullThroughCache(rules, metadata, blobs, FakeUpstreams(upstream),
+                                                    TeeFiller(blobs, metadata))))  # fmt: skip
+    assert client.get("/v2/up/library/app/manifests/v1").status_code == 200
+    for path in ("/v2/up/library/app/manifests/latest", "/v2/up/library/secret-thing/manifests/v1",
+                 "/v2/up/other/app/manifests/v1"):  # fmt: skip
+        response = client.get(path)
+        assert response.status_code == 403 and oci_error(response) == "DENIED", path
+    assert client.get("/v2/up/library/app/tags/list").json()["tags"] == ["v1"]
+    assert upstream.calls["get_manifest"] == 1  # nothing refused was fetched

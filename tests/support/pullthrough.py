@@ -46,7 +46,9 @@ class PullthroughServer:
         rules_file.write_text(json.dumps({"rules": self.rules}))
         executable = Path(sys.executable).parent / "pullthrough"
         command = [executable, "serve", "--host", "127.0.0.1", "--port", str(self.port), "--data-dir", self.data_dir,
-                   "--rules", rules_file, "--workers", str(self.workers), *self.extra_args]  # fmt: skip
+                   "--rules", rules_file, "--workers", str(self.workers),
+                   "--allow-private-upstreams",  # every upstream here is on 127.0.0.1
+                   *self.extra_args]  # fmt: skip
         with self.log.open("ab") as log:
             self._proc = proc.spawn(command, stdout=log, stderr=log, env=self.env)
         deadline = time.monotonic() + timeout

@@ -8,7 +8,7 @@
 | repository index | `REPOSITORIES` | `<scope>#<repository>` | |
 | lease | `LEASE#<key>` | `-` | owner, expires_at (TTL) |
 | upstream back-off | `BACKOFF#<upstream URL>` | `-` | code, reason, expires_at (TTL) |
-| rule | `RULES` | `RULE#<prefix>` | upstream and the rule's settings |
+| rule | `RULES` | `RULE#<prefix>` | rule (its settings as JSON; a credentials reference, never a secret) |
 
 Manifests and blobs get a partition each, so hot content spreads over partitions; tags of one repository share one,
 so listing them is a Query. Expired leases may linger up to two days before TTL deletes them: reads always compare
@@ -18,6 +18,7 @@ so listing them is a Query. Expired leases may linger up to two days before TTL 
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -165,27 +166,10 @@ class DynamoMetadataStore:
     # -- rules -------------------------------------------------------------------------------------------------------
 
     def list_rules(self) -> list[Rule]:
-        return [
-            Rule(
-                prefix=item["sk"]["S"].removeprefix("RULE#"),
-                upstream=item["upstream"]["S"],
-                tag_ttl_seconds=int(item["tag_ttl_seconds"]["N"]),
-                library_namespace=item["library_namespace"]["BOOL"],
-                max_stale_seconds=int(item["max_stale_seconds"]["N"]) if "max_stale_seconds" in item else None,
-                prefetch_platforms=tuple(entry["S"] for entry in item.get("prefetch_platforms", {}).get("L", [])),
-            )
-            for item in self._query("RULES")
-        ]  # fmt: skip
+        return [Rule.from_dict(json.loads(item["rule"]["S"])) for item in self._query("RULES")]
 
     def put_rule(self, rule: Rule) -> None:
-        item = {
-            "pk": _s("RULES"), "sk": _s(f"RULE#{rule.prefix}"), "upstream": _s(rule.upstream),
-            "tag_ttl_seconds": _n(rule.tag_ttl_seconds), "library_namespace": {"BOOL": rule.library_namespace},
-            "prefetch_platforms": {"L": [_s(platform) for platform in rule.prefetch_platforms]},
-        }  # fmt: skip
-        if rule.max_stale_seconds is not None:
-            item["max_stale_seconds"] = _n(rule.max_stale_seconds)
-        self._put(item)
+        self._put({"pk": _s("RULES"), "sk": _s(f"RULE#{rule.prefix}"), "rule": _s(json.dumps(rule.to_dict()))})
 
     # -- upstream back-off -------------------------------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -31,10 +32,7 @@ CREATE TABLE IF NOT EXISTS blobs (
 CREATE TABLE IF NOT EXISTS leases (
     key TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at REAL NOT NULL
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS rules (
-    prefix TEXT PRIMARY KEY, upstream TEXT NOT NULL, tag_ttl_seconds INTEGER NOT NULL,
-    library_namespace INTEGER NOT NULL, max_stale_seconds INTEGER, prefetch_platforms TEXT NOT NULL
-) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rules (prefix TEXT PRIMARY KEY, document TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS backoffs (
     key TEXT PRIMARY KEY, until REAL NOT NULL, code TEXT NOT NULL, reason TEXT NOT NULL
 ) WITHOUT ROWID;
@@ -144,19 +142,11 @@ class SqliteMetadataStore:
     # -- rules -------------------------------------------------------------------------------------------------------
 
     def list_rules(self) -> list[Rule]:
-        rows = self._db.execute("SELECT * FROM rules")
-        return [
-            Rule(prefix, upstream, ttl, bool(library), max_stale_seconds=max_stale,
-                 prefetch_platforms=tuple(filter(None, platforms.split(","))))
-            for prefix, upstream, ttl, library, max_stale, platforms in rows
-        ]  # fmt: skip
+        rows = self._db.execute("SELECT document FROM rules ORDER BY prefix")
+        return [Rule.from_dict(json.loads(document)) for (document,) in rows]
 
     def put_rule(self, rule: Rule) -> None:
-        self._db.execute(
-            "INSERT OR REPLACE INTO rules VALUES (?, ?, ?, ?, ?, ?)",
-            (rule.prefix, rule.upstream, rule.tag_ttl_seconds, int(rule.library_namespace), rule.max_stale_seconds,
-             ",".join(rule.prefetch_platforms)),
-        )  # fmt: skip
+        self._db.execute("INSERT OR REPLACE INTO rules VALUES (?, ?)", (rule.prefix, json.dumps(rule.to_dict())))
 
     # -- upstream back-off -------------------------------------------------------------------------------------------
 

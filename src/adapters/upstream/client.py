@@ -12,12 +12,13 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from urllib.parse import urlencode, urljoin, urlsplit
 
 import httpx
 
+from adapters.upstream.addresses import ALLOW_PRIVATE_ENV, AddressPolicy
 from adapters.upstream.auth import (
     DEFAULT_TOKEN_LIFETIME_SECONDS,
     Challenge,
@@ -25,6 +26,7 @@ from adapters.upstream.auth import (
     basic_authorization,
     parse_challenge,
 )
+from adapters.upstream.credentials import Credentials, resolve_credentials
 from core.digest import Digest
 from core.errors import (
     BlobUnknown,
@@ -61,10 +63,17 @@ def default_http_client(timeout_seconds: float = 30.0) -> httpx.Client:
 
 
 class RegistryClient:
-    def __init__(self, rule: Rule, http: httpx.Client) -> None:
+    def __init__(
+        self,
+        rule: Rule,
+        http: httpx.Client,
+        addresses: AddressPolicy | None = None,
+        credentials: Callable[[], Credentials | None] = lambda: None,
+    ) -> None:
         self._base = rule.upstream_base
         self._home_host = urlsplit(self._base).netloc
-        self._credentials = (rule.username, rule.password) if rule.username and rule.password else None
+        self._credentials = credentials  # asked when needed: a rotated secret arrives without a restart
+        self._addresses = addresses or AddressPolicy()
         self._http = http
         self._tokens = TokenCache()  # per rule: a token got with one rule's credentials is never another's
         self._challenges: dict[str, Challenge] = {}  # per host, so later requests authenticate up front
@@ -166,6 +175,7 @@ class RegistryClient:
         return response
 
     def _request(self, method: str, url: str, headers: dict[str, str], authorization: str | None) -> httpx.Response:
+        self._addresses.check(url)
         request_headers = dict(headers)
         if authorization:
             request_headers["Authorization"] = authorization
@@ -178,7 +188,8 @@ class RegistryClient:
             return None
         home = host == self._home_host
         if challenge.scheme == "basic":
-            return basic_authorization(*self._credentials) if home and self._credentials else None
+            credentials = self._credentials() if home else None
+            return basic_authorization(credentials.username, credentials.password) if credentials else None
         realm = challenge.realm
         if not realm:
             return None
@@ -189,12 +200,12 @@ class RegistryClient:
         return f"Bearer {token}" if token else None
 
     def _fetch_token(self, realm: str, service: str | None, scope: str, *, send_credentials: bool) -> str | None:
-        if urlsplit(realm).scheme not in ("http", "https"):
-            return None
+        self._addresses.check(realm)
         params = {"scope": scope, **({"service": service} if service else {})}
         headers = {}
-        if send_credentials and self._credentials:
-            headers["Authorization"] = basic_authorization(*self._credentials)
+        credentials = self._credentials() if send_credentials else None
+        if credentials:
+            headers["Authorization"] = basic_authorization(credentials.username, credentials.password)
         response = self._http.get(realm, params=params, headers=headers)
         if response.status_code in (401, 403):
             raise Denied("the upstream refused the credentials of this cache rule")
@@ -267,8 +278,9 @@ def _retry_after(response: httpx.Response) -> int:
 class HttpUpstreams:
     """One RegistryClient per rule, sharing a connection pool."""
 
-    def __init__(self, http: httpx.Client | None = None) -> None:
+    def __init__(self, http: httpx.Client | None = None, addresses: AddressPolicy | None = None) -> None:
         self._http = http or default_http_client(float(os.environ.get(TIMEOUT_ENV, "30")))
+        self._addresses = addresses or AddressPolicy(allow_private=os.environ.get(ALLOW_PRIVATE_ENV) == "1")
         self._clients: dict[Rule, RegistryClient] = {}
         self._lock = threading.Lock()
 
@@ -276,5 +288,7 @@ class HttpUpstreams:
         with self._lock:
             client = self._clients.get(rule)
             if client is None:
-                client = self._clients[rule] = RegistryClient(rule, self._http)
+                client = self._clients[rule] = RegistryClient(
+                    rule, self._http, self._addresses, lambda: resolve_credentials(rule.credentials)
+                )
             return client

@@ -9,7 +9,9 @@ import logging
 import httpx
 import pytest
 
+from adapters.upstream.addresses import AddressPolicy
 from adapters.upstream.client import RegistryClient
+from adapters.upstream.credentials import Credentials
 from core.errors import Denied, TooManyRequests
 from core.rules import Rule
 
@@ -24,7 +26,8 @@ def client_for(handler, rule: Rule | None = None) -> tuple[RegistryClient, list[
         return handler(request)
 
     http = httpx.Client(transport=httpx.MockTransport(record), follow_redirects=False)
-    return RegistryClient(rule or Rule("hub", "https://registry.example", username="u", password="p"), http), seen
+    rule = rule or Rule("hub", "https://registry.example", credentials="env:HUB")
+    return RegistryClient(rule, http, AddressPolicy(), lambda: Credentials("u", "p")), seen
 
 
 def docker_hub_like(request: httpx.Request) -> httpx.Response:

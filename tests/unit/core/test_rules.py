@@ -49,8 +49,49 @@ def test_duplicate_prefixes_and_negative_ttl_are_refused():
         Rule("a", "https://a.example", tag_ttl_seconds=-1)
 
 
-def test_password_stays_out_of_repr():
-    assert "hunter2" not in repr(Rule("a", "https://a.example", username="u", password="hunter2"))
+def test_rules_round_trip_through_their_documents_with_defaults_left_out():
+    rule = Rule("hub", "https://registry-1.docker.io", library_namespace=True, credentials="env:HUB", deny=("x/*",))
+    document = rule.to_dict()
+    assert document == {"prefix": "hub", "upstream": "https://registry-1.docker.io", "library_namespace": True,
+                        "credentials": "env:HUB", "deny": ["x/*"]}  # fmt: skip
+    assert Rule.from_dict(document) == rule
+    with pytest.raises(RuleInvalid, match="unknown rule settings"):
+        Rule.from_dict({**document, "password": "hunter2"})
+
+
+def test_upstream_repository_prefix_maps_names_like_ecr():
+    rule = Rule("my-app", "https://registry.example", upstream_repository_prefix="upstream-app")
+    rules = RuleSet([rule])
+    assert rules.route("my-app/image1").repository == "upstream-app/image1"
+    assert rules.route("my-app/team/image2").repository == "upstream-app/team/image2"
+    with pytest.raises(RuleInvalid):
+        Rule("", "https://registry.example", upstream_repository_prefix="x")
+
+
+def test_allow_and_deny_globs_and_tag_filters():
+    from core.errors import Denied
+
+    rule = Rule("hub", "https://registry-1.docker.io", library_namespace=True, allow=("library/*", "bitnami/*"),
+                deny=("library/evil*",), allowed_tags=r"v?\d+(\.\d+)*")  # fmt: skip
+    rules = RuleSet([rule])
+    assert rules.route("hub/alpine").repository == "library/alpine"
+    assert rules.route("hub/bitnami/redis").repository == "bitnami/redis"
+    for name in ("hub/someone/else", "hub/evil-thing", "hub/library/evil"):
+        with pytest.raises(Denied):
+            rules.route(name)
+    assert rule.tag_allowed("3.20") and rule.tag_allowed("v1") and not rule.tag_allowed("latest")
+    with pytest.raises(RuleInvalid):
+        Rule("x", "https://a.example", allowed_tags="(")
+
+
+def test_namespace_routing_finds_the_rule_for_a_registry_host():
+    rules = RuleSet([Rule("docker-hub", "https://registry-1.docker.io", library_namespace=True),
+                     Rule("ghcr", "https://ghcr.io"), Rule("local", "http://127.0.0.1:5001")])  # fmt: skip
+    assert rules.for_namespace("docker.io", "library/alpine") == "docker-hub/library/alpine"
+    assert rules.for_namespace("ghcr.io", "owner/app") == "ghcr/owner/app"
+    assert rules.for_namespace("127.0.0.1:5001", "x") == "local/x"
+    assert rules.for_namespace("quay.io", "x") is None
+    assert rules.for_namespace("ghcr.io", "ghcr/owner/app") == "ghcr/owner/app"  # hosts.toml with the prefix
 
 
 def test_root_rule_takes_what_no_prefix_matches():
