@@ -57,7 +57,8 @@ def main() -> None:
             "AWS_DEFAULT_REGION": "us-east-1", "PULLTHROUGH_TABLE_NAME": "bench", "PULLTHROUGH_BUCKET_NAME": "bench",
             "PULLTHROUGH_FILL_FUNCTION_NAME": "bench-fill", "PULLTHROUGH_BUILTIN_RULES": "",
             "POWERTOOLS_SERVICE_NAME": "pullthrough", "POWERTOOLS_TRACE_DISABLED": "true",
-            "POWERTOOLS_LOG_LEVEL": "WARNING", "PULLTHROUGH_ALLOW_PRIVATE_UPSTREAMS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"),
+            "POWERTOOLS_LOG_LEVEL": "WARNING", "PULLTHROUGH_ALLOW_PRIVATE_UPSTREAMS": "1",
+            "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"),
         }  # fmt: skip
         _prepare(env, upstream.url)
         path = f"/v2/up/{REPOSITORY}/manifests/v1"

@@ -36,6 +36,11 @@ class AwsSettings:
     fill_in_process: bool  # the local emulation runs the fill function in a thread
 
     @classmethod
+    def for_table(cls, table: str) -> AwsSettings:
+        """Just enough to manage a deployment's table from the CLI."""
+        return cls(table, "", None, "", 0, 0, os.environ.get("AWS_ENDPOINT_URL") or None, False)
+
+    @classmethod
     def from_environment(cls) -> AwsSettings:
         env = os.environ
         return cls(
@@ -132,10 +137,10 @@ def ensure_resources(settings: AwsSettings) -> None:
 
 
 def store_rules(settings: AwsSettings, rules: RuleSet) -> None:
-    metadata = DynamoMetadataStore(AwsClients(settings).dynamodb, settings.table)
+    metadata = table_store(settings)
     for rule in rules:
         metadata.put_rule(rule)
 
 
-def stored_rules(settings: AwsSettings) -> list[Rule]:
-    return DynamoMetadataStore(AwsClients(settings).dynamodb, settings.table).list_rules()
+def table_store(settings: AwsSettings) -> DynamoMetadataStore:
+    return DynamoMetadataStore(AwsClients(settings).dynamodb, settings.table)

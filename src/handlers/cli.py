@@ -9,18 +9,23 @@ from pathlib import Path
 import click
 import uvicorn
 
+from adapters.local.metadata_store import SqliteMetadataStore
 from adapters.upstream.addresses import ALLOW_PRIVATE_ENV
 from adapters.upstream.client import TIMEOUT_ENV
 from core.rules import RuleInvalid, RuleSet
-from handlers.aws import AwsSettings, ensure_resources, store_rules, stored_rules
+from handlers.aws import AwsSettings, ensure_resources, store_rules
 from handlers.config import PRESETS, load_rules
 from handlers.lambda_local import serve as serve_events
-from handlers.local import DATA_DIR_ENV, RULES_FILE_ENV, build_local_cache
+from handlers.local import DATA_DIR_ENV, RULES_FILE_ENV, build_local_cache, with_stored_rules
+from handlers.rules_cli import rules
 
 
 @click.group()
 def main() -> None:
     """pullthrough: a pull-through cache for container registries."""
+
+
+main.add_command(rules)
 
 
 @main.command()
@@ -70,6 +75,9 @@ def serve(
     os.environ[DATA_DIR_ENV] = str(data_dir)
     if rules_file is not None:
         os.environ[RULES_FILE_ENV] = str(rules_file.resolve())
+    else:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        rules = with_stored_rules(SqliteMetadataStore(data_dir / "metadata.sqlite3"))
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream request is the access log's job
     prefixes = ", ".join(f"{rule.prefix or '(root)'} -> {rule.upstream}" for rule in rules)
@@ -122,41 +130,6 @@ def _serve_lambda(
     serve_events(lambda_api.handler, host, port)
 
 
-@main.group()
-def rules() -> None:
-    """Rules kept in the serverless deployment's DynamoDB table (the stack's TableName output)."""
-
-
-@rules.command("apply")
-@click.argument("rules_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--table", required=True, help="The DynamoDB table (stack output TableName).")
-def rules_apply(rules_file: Path, table: str) -> None:
-    """Store the rules of a YAML/JSON rules file in the table; the API picks them up within a minute."""
-    try:
-        loaded = load_rules(rules_file)
-    except RuleInvalid as exc:
-        raise click.UsageError(str(exc)) from exc
-    store_rules(_table_settings(table), loaded)
-    for rule in loaded:
-        click.echo(f"stored {rule.prefix or '(root)'} -> {rule.upstream} (tag TTL {rule.tag_ttl_seconds} s)")
-
-
-@rules.command("list")
-@click.option("--table", required=True, help="The DynamoDB table (stack output TableName).")
-def rules_list(table: str) -> None:
-    """Show the rules stored in the table (the template's built-in presets come on top of these)."""
-    for rule in stored_rules(_table_settings(table)):
-        click.echo(f"{rule.prefix or '(root)'}\t{rule.upstream}\ttag_ttl_seconds={rule.tag_ttl_seconds}"
-                   f"\tlibrary_namespace={str(rule.library_namespace).lower()}")  # fmt: skip
-
-
-def _table_settings(table: str) -> AwsSettings:
-    return AwsSettings(
-        table=table, bucket="", fill_function=None, builtin_rules="", sync_fill_max_bytes=0, presign_seconds=0,
-        endpoint_url=os.environ.get("AWS_ENDPOINT_URL"), fill_in_process=False,
-    )  # fmt: skip
-
-
 @main.command()
 @click.argument("reference", required=False)
 @click.option("--data-dir", default=".pullthrough", show_default=True, type=click.Path(file_okay=False, path_type=Path))
@@ -172,7 +145,7 @@ def refresh(
     if allow_private_upstreams:
         os.environ[ALLOW_PRIVATE_ENV] = "1"
     try:
-        cache = build_local_cache(data_dir.resolve(), load_rules(rules_file))
+        cache = build_local_cache(data_dir.resolve(), load_rules(rules_file) if rules_file else None)
     except RuleInvalid as exc:
         raise click.UsageError(str(exc)) from exc
     logging.basicConfig(level=logging.INFO, format="%(message)s")

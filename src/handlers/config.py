@@ -15,7 +15,11 @@ PRESETS = {
     "ghcr": Rule("ghcr", "https://ghcr.io"),
     "quay": Rule("quay", "https://quay.io"),
     "ecr-public": Rule("ecr-public", "https://public.ecr.aws"),
-    "k8s": Rule("k8s", "https://registry.k8s.io"),
+    "k8s": Rule("k8s", "https://registry.k8s.io"),  # redirects to Artifact Registry: the client re-authenticates
+    "mcr": Rule("mcr", "https://mcr.microsoft.com"),
+    "gcr": Rule("gcr", "https://gcr.io"),
+    "artifact-registry": Rule("artifact-registry", "https://us-docker.pkg.dev"),
+    "gitlab": Rule("gitlab", "https://registry.gitlab.com"),
     # The root rule: Docker's registry-mirrors sends /v2/library/alpine/..., with no room for a prefix.
     "docker-hub-root": Rule(ROOT_PREFIX, DOCKER_HUB, library_namespace=True),
 }

@@ -13,21 +13,26 @@ from adapters.local.filler import TeeFiller
 from adapters.local.metadata_store import SqliteMetadataStore
 from adapters.upstream.client import HttpUpstreams
 from core.cache import PullThroughCache
-from core.rules import RuleSet
+from core.rules import ReloadingRules, RuleSet
 from handlers.api import create_app
-from handlers.config import load_rules
+from handlers.config import BUILTIN_RULES, load_rules
 
 DATA_DIR_ENV = "PULLTHROUGH_DATA_DIR"
 RULES_FILE_ENV = "PULLTHROUGH_RULES_FILE"
+RULES_RELOAD_SECONDS = 5.0
 
 
-def build_local_cache(data_dir: Path, rules: RuleSet) -> PullThroughCache:
-    """The cache over one data directory; sync events (from refreshes) go to the log."""
+def build_local_cache(data_dir: Path, rules: RuleSet | None) -> PullThroughCache:
+    """The cache over one data directory; sync events (from refreshes) go to the log.
+
+    Without a rules file the built-in rules apply, with the rules stored by `pullthrough rules` on top (reloaded
+    every few seconds, so a new rule works without a restart).
+    """
     data_dir.mkdir(parents=True, exist_ok=True)
     blobs = FileBlobStore(data_dir)
     metadata = SqliteMetadataStore(data_dir / "metadata.sqlite3")
     return PullThroughCache(
-        rules=rules,
+        rules=rules if rules is not None else ReloadingRules(lambda: with_stored_rules(metadata), RULES_RELOAD_SECONDS),
         metadata=metadata,
         blobs=blobs,
         upstreams=HttpUpstreams(),
@@ -36,8 +41,14 @@ def build_local_cache(data_dir: Path, rules: RuleSet) -> PullThroughCache:
     )
 
 
+def with_stored_rules(metadata: SqliteMetadataStore) -> RuleSet:
+    by_prefix = {rule.prefix: rule for rule in BUILTIN_RULES}
+    by_prefix.update({rule.prefix: rule for rule in metadata.list_rules()})
+    return RuleSet(by_prefix.values())
+
+
 def app_from_environment() -> FastAPI:
     """The uvicorn factory: each worker process builds its own cache over the shared data directory."""
     rules_file = os.environ.get(RULES_FILE_ENV)
-    rules = load_rules(Path(rules_file) if rules_file else None)
+    rules = load_rules(Path(rules_file)) if rules_file else None
     return create_app(build_local_cache(Path(os.environ[DATA_DIR_ENV]), rules))

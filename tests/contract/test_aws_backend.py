@@ -118,7 +118,9 @@ class TestDynamoMetadataStore(MetadataStoreContract):
         assert "expires_at" in lease  # the table's TTL attribute
 
 
-def test_rules_cli_stores_and_lists_rules_in_the_table(aws: None, tmp_path):
+def test_rules_cli_works_against_the_table(aws: None, tmp_path):
+    import json
+
     from click.testing import CliRunner
 
     from handlers.cli import main
@@ -126,14 +128,18 @@ def test_rules_cli_stores_and_lists_rules_in_the_table(aws: None, tmp_path):
     rules_file = tmp_path / "rules.yaml"
     rules_file.write_text(
         "rules:\n"
-        "  - {prefix: hub, upstream: 'https://registry-1.docker.io', library_namespace: true}\n"
+        "  - {prefix: hub, upstream: 'https://registry-1.docker.io', library_namespace: true, credentials: 'env:HUB'}\n"
         "  - {prefix: '', upstream: 'https://mirror.example', tag_ttl_seconds: 60}\n"
     )
     runner = CliRunner()
     applied = runner.invoke(main, ["rules", "apply", str(rules_file), "--table", SETTINGS.table])
     assert applied.exit_code == 0, applied.output
-    listed = runner.invoke(main, ["rules", "list", "--table", SETTINGS.table])
-    assert listed.output.splitlines() == [
-        "(root)\thttps://mirror.example\ttag_ttl_seconds=60\tlibrary_namespace=false",
-        "hub\thttps://registry-1.docker.io\ttag_ttl_seconds=86400\tlibrary_namespace=true",
-    ]
+    created = runner.invoke(main, ["rules", "create", "ghcr", "--preset", "ghcr", "--table", SETTINGS.table])
+    assert created.exit_code == 0, created.output
+    listed = runner.invoke(main, ["rules", "describe", "--table", SETTINGS.table, "--output", "json"])
+    assert json.loads(listed.output) == [
+        {"prefix": "", "upstream": "https://mirror.example", "tag_ttl_seconds": 60},
+        {"prefix": "ghcr", "upstream": "https://ghcr.io"},
+        {"prefix": "hub", "upstream": "https://registry-1.docker.io", "library_namespace": True,
+         "credentials": "env:HUB"},
+    ]  # fmt: skip

@@ -16,7 +16,7 @@ class PullthroughServer:
     def __init__(
         self,
         workdir: Path,
-        rules: list[dict[str, object]],
+        rules: list[dict[str, object]] | None,
         *,
         workers: int = 1,
         extra_args: tuple[str, ...] = (),
@@ -42,11 +42,14 @@ class PullthroughServer:
 
     def start(self, timeout: float = 20.0) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        rules_file = self.workdir / "rules.json"
-        rules_file.write_text(json.dumps({"rules": self.rules}))
+        rules: list[str | Path] = []
+        if self.rules is not None:  # without, the built-in rules and those stored with `pullthrough rules`
+            rules_file = self.workdir / "rules.json"
+            rules_file.write_text(json.dumps({"rules": self.rules}))
+            rules = ["--rules", rules_file]
         executable = Path(sys.executable).parent / "pullthrough"
         command = [executable, "serve", "--host", "127.0.0.1", "--port", str(self.port), "--data-dir", self.data_dir,
-                   "--rules", rules_file, "--workers", str(self.workers),
+                   *rules, "--workers", str(self.workers),
                    "--allow-private-upstreams",  # every upstream here is on 127.0.0.1
                    *self.extra_args]  # fmt: skip
         with self.log.open("ab") as log:

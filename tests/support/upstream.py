@@ -48,8 +48,16 @@ class DistributionRegistry:
     `workdir/access.log` and `workdir/registry.log`.
     """
 
-    def __init__(self, workdir: Path, *, port: int | None = None, proxy_remote_url: str | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        port: int | None = None,
+        proxy_remote_url: str | None = None,
+        htpasswd: Path | None = None,
+    ) -> None:
         self.workdir = workdir
+        self.htpasswd = htpasswd  # with it, every request needs Basic credentials from that file
         self.port = port if port is not None else free_port()
         self.proxy_remote_url = proxy_remote_url
         self.access_log = workdir / "access.log"
@@ -159,6 +167,8 @@ class DistributionRegistry:
         }
         if self.proxy_remote_url is not None:
             config["proxy"] = {"remoteurl": self.proxy_remote_url}
+        if self.htpasswd is not None:
+            config["auth"] = {"htpasswd": {"realm": "pullthrough-test", "path": str(self.htpasswd)}}
         self._config.write_text(json.dumps(config, indent=2) + "\n")
 
     def _log_since(self, offset: int) -> str:

@@ -199,6 +199,12 @@ class RegistryClient:
             token = self._fetch_token(realm, challenge.params.get("service"), scope, send_credentials=home)
         return f"Bearer {token}" if token else None
 
+    def token_for(self, challenge: Challenge, scope: str) -> str | None:
+        """A token for `scope` from the realm `challenge` names (`rules validate` uses it to test credentials)."""
+        if not challenge.realm:
+            return None
+        return self._fetch_token(challenge.realm, challenge.params.get("service"), scope, send_credentials=True)
+
     def _fetch_token(self, realm: str, service: str | None, scope: str, *, send_credentials: bool) -> str | None:
         self._addresses.check(realm)
         params = {"scope": scope, **({"service": service} if service else {})}
