@@ -26,7 +26,11 @@ TEMPLATE = ROOT / "template.yaml"
 SRC = ROOT / "src"
 EVENTS = ROOT / "events"
 
-FUNCTIONS = {"ApiFunction", "FillFunction", "RefreshFunction"}
+FUNCTIONS = {"ApiFunction", "FillFunction", "RefreshFunction", "AdminFunction"}
+# Secrets Manager ARNs end in a random suffix: credentials secrets are granted by name prefix, as ECR names them.
+CREDENTIALS_SECRETS = (
+    "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:ecr-pullthroughcache/*"
+)
 SNAPSTART_FUNCTIONS = {"ApiFunction"}
 API_GATEWAY_TIMEOUT_SECONDS = 30
 # SAM attaches these AWS managed policies to every role it generates (logs; X-Ray for Tracing: Active).
@@ -117,8 +121,12 @@ def test_cfn_lint_finds_nothing_in_the_transformed_template(transformed: dict[st
 def test_http_api_serves_the_default_route_from_the_root(transformed: dict[str, Any]) -> None:
     (api,) = resources_of(transformed, "AWS::ApiGatewayV2::Api").values()
     paths = api["Properties"]["Body"]["paths"]
-    assert list(paths) == ["/$default"]
+    assert sorted(paths) == ["/$default", "/admin/{proxy+}"]
     integration = paths["/$default"]["x-amazon-apigateway-any-method"]["x-amazon-apigateway-integration"]
+    # the rules admin API only takes SigV4-signed requests
+    admin = paths["/admin/{proxy+}"]["x-amazon-apigateway-any-method"]
+    assert admin["security"] == [{"AWS_IAM": []}]
+    assert "AdminFunction" in json.dumps(admin["x-amazon-apigateway-integration"]["uri"])
     assert integration["payloadFormatVersion"] == "2.0"
     assert integration["timeoutInMillis"] <= API_GATEWAY_TIMEOUT_SECONDS * 1000
     # SnapStart only applies to published versions: the integration must call the alias, not $LATEST.
@@ -134,8 +142,10 @@ def test_http_api_serves_the_default_route_from_the_root(transformed: dict[str, 
     log_group = props["AccessLogSettings"]["DestinationArn"]["Fn::GetAtt"][0]
     assert "RetentionInDays" in transformed["Resources"][log_group]["Properties"]
 
-    (permission,) = resources_of(transformed, "AWS::Lambda::Permission").values()
-    assert permission["Properties"]["FunctionName"] == {"Ref": "ApiFunctionAliaslive"}
+    permissions = [
+        p["Properties"]["FunctionName"] for p in resources_of(transformed, "AWS::Lambda::Permission").values()
+    ]
+    assert sorted(permissions, key=json.dumps) == [{"Ref": "AdminFunction"}, {"Ref": "ApiFunctionAliaslive"}]
 
 
 def test_custom_domain_is_conditional_and_mapped_at_the_root(transformed: dict[str, Any]) -> None:
@@ -390,7 +400,7 @@ def test_no_allow_statement_uses_wildcards(transformed: dict[str, Any]) -> None:
             text = resource.get("Fn::Sub") if isinstance(resource, dict) else resource
             if isinstance(text, list):
                 text = text[0]
-            if isinstance(text, str) and "*" in text and text not in object_arns:
+            if isinstance(text, str) and "*" in text and text not in object_arns | {CREDENTIALS_SECRETS}:
                 problems.append(f"{where}: resource {text}")
     assert problems == []
     assert '"Resource": "*"' not in json.dumps(transformed)
@@ -402,19 +412,28 @@ def test_each_function_role_grants_only_what_its_function_does(transformed: dict
     bucket = {"Fn::GetAtt": ["Bucket", "Arn"]}
     fill = {"Fn::GetAtt": ["FillFunction", "Arn"]}
     default_bus = {"Fn::Sub": "arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:event-bus/default"}
+    secrets = {("secretsmanager:GetSecretValue", json.dumps({"Fn::Sub": CREDENTIALS_SECRETS}))}
     dynamodb = {f"dynamodb:{a}" for a in ("GetItem", "BatchGetItem", "Query", "PutItem", "UpdateItem", "DeleteItem")}
     s3_objects = {"s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"}
     expected: dict[str, set[tuple[str, str]]] = {
         "ApiFunctionRole": {(a, json.dumps(table)) for a in dynamodb}
         | {(a, json.dumps(objects)) for a in s3_objects}
-        | {("s3:ListBucket", json.dumps(bucket)), ("lambda:InvokeFunction", json.dumps(fill))},
+        | {("s3:ListBucket", json.dumps(bucket)), ("lambda:InvokeFunction", json.dumps(fill))}
+        | secrets,
         "FillFunctionRole": {(a, json.dumps(table)) for a in dynamodb}
         | {(a, json.dumps(objects)) for a in s3_objects}
-        | {("s3:ListBucket", json.dumps(bucket))},
+        | {("s3:ListBucket", json.dumps(bucket))}
+        | secrets,
         "RefreshFunctionRole": {(a, json.dumps(table)) for a in dynamodb | {"dynamodb:Scan"}}
         | {(a, json.dumps(objects)) for a in ("s3:GetObject", "s3:PutObject")}
         | {("s3:ListBucket", json.dumps(bucket)), ("lambda:InvokeFunction", json.dumps(fill))}
-        | {("events:PutEvents", json.dumps(default_bus))},
+        | {("events:PutEvents", json.dumps(default_bus))}
+        | secrets,
+        # the admin API manages rules (and validates them with their credentials); it touches no cached content
+        "AdminFunctionRole": {
+            (f"dynamodb:{a}", json.dumps(table)) for a in ("GetItem", "Query", "PutItem", "DeleteItem")
+        }
+        | secrets,
     }
     for role_name, grants in expected.items():
         role = transformed["Resources"][role_name]["Properties"]

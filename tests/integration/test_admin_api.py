@@ -1,0 +1,52 @@
+"""The rules admin API (on AWS behind IAM-authorized routes), over the local store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from adapters.local.metadata_store import SqliteMetadataStore
+from adapters.upstream.addresses import AddressPolicy
+from handlers.admin import create_admin_app
+from tests.support.ports import free_port
+
+
+@pytest.fixture
+def admin(tmp_path: Path) -> TestClient:
+    store = SqliteMetadataStore(tmp_path / "m.sqlite3")
+    return TestClient(create_admin_app(store, AddressPolicy(allow_private=True)))
+
+
+def test_create_read_update_delete(admin: TestClient):
+    secret = "arn:aws:secretsmanager:us-east-1:111122223333:secret:ecr-pullthroughcache/hub"
+    body = {"upstream": "https://registry-1.docker.io", "library_namespace": True, "credentials": secret}
+    created = admin.put("/admin/rules/team/hub", json=body)
+    assert created.status_code == 201 and created.json()["prefix"] == "team/hub"
+    updated = admin.put(
+        "/admin/rules/team/hub", json={"upstream": "https://registry-1.docker.io", "tag_ttl_seconds": 60}
+    )
+    assert updated.status_code == 200 and updated.json() == {
+        "prefix": "team/hub", "upstream": "https://registry-1.docker.io", "tag_ttl_seconds": 60}  # fmt: skip
+    assert admin.put("/admin/rules/_root", json={"upstream": "https://mirror.example"}).status_code == 201
+    assert [rule["prefix"] for rule in admin.get("/admin/rules").json()] == ["", "team/hub"]
+    assert admin.get("/admin/rules/_root").json() == {"prefix": "", "upstream": "https://mirror.example"}
+    assert admin.delete("/admin/rules/team/hub").status_code == 204
+    missing = admin.get("/admin/rules/team/hub")
+    assert missing.status_code == 404 and missing.json()["errors"][0]["code"] == "NAME_UNKNOWN"
+    assert admin.delete("/admin/rules/team/hub").status_code == 404
+
+
+def test_invalid_rules_are_refused_with_the_reason(admin: TestClient):
+    for body in ({"upstream": "file:///etc/passwd"}, {"upstream": "https://x.example", "password": "p"},
+                 {"upstream": "https://x.example", "tag_ttl_seconds": -1}):  # fmt: skip
+        answer = admin.put("/admin/rules/x", json=body)
+        assert answer.status_code == 400 and answer.json()["errors"][0]["code"] == "RULE_INVALID", body
+    assert admin.get("/admin/rules").json() == []
+
+
+def test_validate_reports_an_unreachable_upstream(admin: TestClient):
+    admin.put("/admin/rules/gone", json={"upstream": f"http://127.0.0.1:{free_port()}"})
+    report = admin.post("/admin/validate/gone").json()
+    assert report["valid"] is False and report["reachable"] is False and "unreachable" in report["failure"]
