@@ -9,13 +9,14 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from mangum import Mangum
 
 from handlers.admin import build_admin_app_from_environment
-from handlers.observability import logger, tracer
+from handlers.observability import logger, metrics, tracer
 
 asgi = Mangum(build_admin_app_from_environment(), lifespan="off")
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP)
 @tracer.capture_lambda_handler
+@metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     logger.info("admin request", extra={"caller": event.get("requestContext", {}).get("authorizer", {}).get("iam")})
     response: dict[str, Any] = asgi(event, context)  # type: ignore[arg-type]  # two typings of one context

@@ -15,6 +15,7 @@ from adapters.upstream.credentials import Credentials
 from core.errors import Denied, TooManyRequests
 from core.rules import Rule
 
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MANIFEST = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json"}).encode()
 
 
@@ -81,3 +82,37 @@ def test_refused_credentials_and_throttling_map_to_oci_errors():
     with pytest.raises(TooManyRequests) as raised:
         client.head_manifest("library/alpine", "3")
     assert raised.value.retry_after == 17
+
+
+def test_a_redirect_to_another_registry_gets_an_anonymous_token_of_its_own():
+    """registry.k8s.io sends manifests to Artifact Registry, which challenges again: the client answers that
+    challenge for the new host, without the rule's credentials."""
+
+    def k8s_like(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "registry.example":
+            return httpx.Response(307, headers={"location": "https://ar.example/v2/k8s/pause/manifests/3.10"})
+        if request.url.host == "ar-auth.example":
+            return httpx.Response(200, json={"token": "anon"})
+        if request.headers.get("authorization") != "Bearer anon":
+            return httpx.Response(401, headers={"www-authenticate": 'Bearer realm="https://ar-auth.example/token"'})
+        return httpx.Response(
+            200, content=MANIFEST, headers={"content-type": "application/vnd.oci.image.manifest.v1+json"}
+        )
+
+    client, seen = client_for(k8s_like)
+    assert client.get_manifest("pause", "3.10").data == MANIFEST
+    token_requests = [request for request in seen if request.url.host == "ar-auth.example"]
+    assert len(token_requests) == 1 and "authorization" not in token_requests[0].headers
+
+
+def test_every_preset_is_a_valid_rule_with_a_public_https_upstream():
+    from core.rules import RuleSet
+    from handlers.config import BUILTIN_RULES, PRESETS
+
+    rules = RuleSet(BUILTIN_RULES)
+    for name, rule in PRESETS.items():
+        assert rule.upstream.startswith("https://"), name
+        assert rules.by_prefix(rule.prefix) == rule
+    assert rules.route("docker-hub/alpine").repository == "library/alpine"
+    assert rules.route("alpine").rule.prefix == ""  # the root rule: Docker's registry-mirrors
+    assert rules.route("k8s/pause").rule.upstream == "https://registry.k8s.io"
