@@ -7,6 +7,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
+from core.auth import PullKey
 from core.digest import Digest
 from core.mediatypes import INDEX_TYPES
 from core.rules import Rule
@@ -145,6 +146,12 @@ class MetadataStore(Protocol):
         """An unexpired back-off for an upstream, set after it failed; None when calls may go through."""
 
     def put_backoff(self, key: str, seconds: float, code: str, reason: str) -> None: ...
+
+    def get_key(self, name: str) -> PullKey | None: ...
+
+    def put_key(self, key: PullKey) -> None: ...
+
+    def list_keys(self) -> list[PullKey]: ...
 
     def list_rules(self) -> list[Rule]:
         """Rules kept in the store (the serverless deployment keeps its rules here)."""

@@ -11,6 +11,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from core.auth import Authenticator
 from core.cache import NeedsUpstream, PullThroughCache
 from core.errors import (
     NameUnknown,
@@ -18,6 +19,7 @@ from core.errors import (
     RangeInvalid,
     ReferrersUnsupported,
     RegistryError,
+    Unauthorized,
     Unsupported,
 )
 from core.mediatypes import Accept
@@ -32,7 +34,8 @@ PULL = ["GET", "HEAD"]
 PUSH_AND_DELETE = ["POST", "PUT", "PATCH", "DELETE"]
 
 
-def create_app(cache: PullThroughCache) -> FastAPI:
+def create_app(cache: PullThroughCache, auth: Authenticator | None = None) -> FastAPI:
+    """The registry; with `auth`, every /v2/ route takes only tokens from its /token endpoint."""
     # Hits are answered on the event loop; anything that needs the upstream runs in a worker thread.
     local = cache.local_only()
     app = FastAPI(title="pullthrough", docs_url=None, redoc_url=None, openapi_url=None)
@@ -40,7 +43,28 @@ def create_app(cache: PullThroughCache) -> FastAPI:
 
     @app.exception_handler(RegistryError)
     def registry_error(request: Request, error: RegistryError) -> Response:
-        return _error_response(request, error)
+        response = _error_response(request, error)
+        if isinstance(error, Unauthorized) and auth is not None and request.url.path.startswith("/v2"):
+            realm = f"{str(request.base_url).rstrip('/')}/token"
+            scope = getattr(request.state, "scope", None)
+            challenge = f'Bearer realm="{realm}",service="{auth.tokens.service}"'
+            response.headers["WWW-Authenticate"] = challenge + (f',scope="{scope}"' if scope else "")
+        return response
+
+    def authorize(request: Request, name: str | None) -> str | None:
+        """The pull key's name (None without auth); 401 with a challenge, or 403 for a repository not allowed."""
+        if auth is None:
+            return None
+        if name is not None:
+            request.state.scope = f"repository:{name}:pull"
+        return auth.check(request.headers.get("authorization"), name)
+
+    @app.get("/token")
+    def token(request: Request) -> Response:
+        if auth is None:
+            raise NameUnknown("no such endpoint: this registry does not use tokens")
+        answer = auth.token_for(request.headers.get("authorization"), request.query_params.getlist("scope"))
+        return JSONResponse(answer, headers={"Cache-Control": "no-store"})
 
     @app.exception_handler(StarletteHTTPException)
     def http_error(request: Request, error: StarletteHTTPException) -> Response:
@@ -55,17 +79,20 @@ def create_app(cache: PullThroughCache) -> FastAPI:
 
     @app.api_route("/v2/", methods=PULL)
     @app.api_route("/v2", methods=PULL, include_in_schema=False)
-    def ping() -> Response:
+    def ping(request: Request) -> Response:
+        authorize(request, None)
         return JSONResponse({}, headers=API_VERSION_HEADERS)
 
     @app.get("/v2/_catalog")
     def catalog(request: Request) -> Response:
-        names = cache.catalog()
+        key = authorize(request, None)
+        names = [name for name in cache.catalog() if key is None or (auth is not None and auth.may_pull(key, name))]
         return _paginated("/v2/_catalog", "repositories", names, request, {})
 
     @app.api_route("/v2/{name:path}/manifests/{reference}", methods=PULL)
     async def manifest(name: str, reference: str, request: Request) -> Response:
         name = _routed(name, request)
+        authorize(request, name)
         with_body = request.method == "GET"
         accept = Accept.parse(request.headers.getlist("accept"))
         try:
@@ -87,6 +114,7 @@ def create_app(cache: PullThroughCache) -> FastAPI:
     @app.api_route("/v2/{name:path}/blobs/{digest}", methods=PULL)
     async def blob(name: str, digest: str, request: Request) -> Response:
         name = _routed(name, request)
+        authorize(request, name)
         head = request.method == "HEAD"
         try:
             body = local.blob(name, digest, head=head)
@@ -97,6 +125,7 @@ def create_app(cache: PullThroughCache) -> FastAPI:
     @app.get("/v2/{name:path}/tags/list")
     def tags(name: str, request: Request) -> Response:
         name = _routed(name, request)
+        authorize(request, name)
         n, last = _pagination(request)
         listing = cache.tags(name, n, last)
         response = JSONResponse({"name": listing.name, "tags": listing.tags}, headers=API_VERSION_HEADERS)
@@ -113,7 +142,8 @@ def create_app(cache: PullThroughCache) -> FastAPI:
         return name
 
     @app.get("/v2/{name:path}/referrers/{digest}")
-    def referrers(name: str, digest: str) -> Response:
+    def referrers(name: str, digest: str, request: Request) -> Response:
+        authorize(request, name)
         cache.rules.route(name)  # unknown names still get NAME_UNKNOWN
         raise ReferrersUnsupported()
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -14,11 +16,14 @@ from adapters.aws.dispatch import LambdaDispatcher, ThreadDispatcher
 from adapters.aws.dynamodb_metadata_store import DynamoMetadataStore
 from adapters.aws.filler import FillDispatcher, LeasedFiller
 from adapters.aws.s3_blob_store import S3BlobStore
+from adapters.aws.signing_keys import SecretSigningKeys
 from adapters.upstream.client import HttpUpstreams
+from core.auth import Authenticator, TokenService
 from core.cache import PullThroughCache
 from core.ports import EventSink, Metrics
 from core.rules import ReloadingRules, Rule, RuleSet
 from handlers.config import preset_rules
+from handlers.local import TOKEN_SERVICE
 
 RULES_RELOAD_SECONDS = 60.0
 FILL_LEASE_SECONDS = 900.0  # the fill function's own timeout
@@ -144,3 +149,21 @@ def store_rules(settings: AwsSettings, rules: RuleSet) -> None:
 
 def table_store(settings: AwsSettings) -> DynamoMetadataStore:
     return DynamoMetadataStore(AwsClients(settings).dynamodb, settings.table)
+
+
+def aws_authenticator(settings: AwsSettings) -> Authenticator | None:
+    """Token mode (the template's default): pull keys in the table, signing keys in a Secrets Manager secret."""
+    if os.environ.get("PULLTHROUGH_AUTH", "token") != "token":
+        return None
+    signing = SecretSigningKeys(os.environ["PULLTHROUGH_SIGNING_KEYS_SECRET"])
+    return Authenticator(table_store(settings), TokenService(signing, service=TOKEN_SERVICE))
+
+
+def ensure_signing_secret(settings: AwsSettings, name: str) -> str:
+    """The signing-keys secret the template would create, for emulators and first runs; its ARN."""
+    client = AwsClients(settings).session.client("secretsmanager")
+    try:
+        return str(client.describe_secret(SecretId=name)["ARN"])
+    except client.exceptions.ResourceNotFoundException:
+        document = {"keys": [{"kid": "initial", "secret": secrets.token_hex(32)}]}
+        return str(client.create_secret(Name=name, SecretString=json.dumps(document))["ARN"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 from pathlib import Path
@@ -13,10 +14,11 @@ from adapters.local.metadata_store import SqliteMetadataStore
 from adapters.upstream.addresses import ALLOW_PRIVATE_ENV
 from adapters.upstream.client import TIMEOUT_ENV
 from core.rules import RuleInvalid, RuleSet
-from handlers.aws import AwsSettings, ensure_resources, store_rules
+from handlers.aws import AwsSettings, ensure_resources, ensure_signing_secret, store_rules
 from handlers.config import PRESETS, load_rules
+from handlers.keys_cli import keys
 from handlers.lambda_local import serve as serve_events
-from handlers.local import DATA_DIR_ENV, RULES_FILE_ENV, build_local_cache, with_stored_rules
+from handlers.local import AUTH_ENV, DATA_DIR_ENV, RULES_FILE_ENV, build_local_cache, with_stored_rules
 from handlers.rules_cli import rules
 
 
@@ -26,6 +28,7 @@ def main() -> None:
 
 
 main.add_command(rules)
+main.add_command(keys)
 
 
 @main.command()
@@ -42,6 +45,11 @@ main.add_command(rules)
     is_flag=True,
     help="Let upstreams (and their redirects) be on loopback or private addresses: for local testing.",
 )
+@click.option(
+    "--auth",
+    type=click.Choice(["token", "none"]),
+    help="token: pull keys and the registry token flow; none: anonymous. Default: none on loopback only.",
+)
 @click.option("--access-log/--no-access-log", default=False, show_default=True)
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))  # fmt: skip
@@ -57,10 +65,17 @@ main.add_command(rules)
               help="Largest blob a request copies itself (--lambda only); bigger go to the fill function.")  # fmt: skip
 def serve(
     host: str, port: int, data_dir: Path, rules_file: Path | None, workers: int, upstream_timeout: float,
-    allow_private_upstreams: bool, access_log: bool, log_level: str, lambda_path: bool, table: str, bucket: str,
-    sync_fill_max_bytes: int,
+    allow_private_upstreams: bool, auth: str | None, access_log: bool, log_level: str, lambda_path: bool, table: str,
+    bucket: str, sync_fill_max_bytes: int,
 ) -> None:  # fmt: skip
     """Start the cache as a local registry."""
+    auth = auth or ("none" if _loopback(host) else "token")
+    os.environ[AUTH_ENV] = auth
+    if auth == "none":
+        exposed = "" if _loopback(host) else ": anyone who can reach this port can pull through it"
+        click.echo(f"auth: none (anonymous pulls{exposed})", err=True)
+    else:
+        click.echo("auth: token (create pull keys with `pullthrough keys create`)", err=True)
     os.environ[TIMEOUT_ENV] = str(upstream_timeout)
     if allow_private_upstreams:
         os.environ[ALLOW_PRIVATE_ENV] = "1"
@@ -69,7 +84,7 @@ def serve(
     except RuleInvalid as exc:
         raise click.UsageError(str(exc)) from exc
     if lambda_path:
-        _serve_lambda(host, port, rules_file, rules, table, bucket, sync_fill_max_bytes, log_level)
+        _serve_lambda(host, port, rules_file, rules, table, bucket, sync_fill_max_bytes, log_level, auth)
         return
     data_dir = data_dir.resolve()
     os.environ[DATA_DIR_ENV] = str(data_dir)
@@ -105,6 +120,7 @@ def _serve_lambda(
     bucket: str,
     sync_max: int,
     log_level: str,
+    auth: str,
 ) -> None:
     """Set the environment the SAM template sets, prepare table and bucket, then serve the real handler."""
     os.environ.update({
@@ -122,6 +138,8 @@ def _serve_lambda(
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
     settings = AwsSettings.from_environment()
     ensure_resources(settings)
+    if auth == "token":
+        os.environ["PULLTHROUGH_SIGNING_KEYS_SECRET"] = ensure_signing_secret(settings, f"{table}-signing-keys")
     if rules_file:
         store_rules(settings, rules)
     from handlers import lambda_api  # built now, with the environment above, as at a cold start
@@ -164,3 +182,10 @@ def refresh(
         click.echo(f"{len(outcomes)} tags revalidated", err=True)
     if any(outcome.status == "failed" for outcome in outcomes):
         raise SystemExit(1)
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"

@@ -12,13 +12,14 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from mangum import Mangum
 
 from handlers.api import create_app
-from handlers.aws import AwsSettings, build_aws_cache
+from handlers.aws import AwsSettings, aws_authenticator, build_aws_cache
 from handlers.observability import PowertoolsMetrics, logger, metrics, tracer
 
 # Manifests are JSON: send them as text, so API Gateway relays the exact bytes without a base64 round trip.
 TEXT_MEDIA_TYPES = ["application/json", "text/", "application/vnd.oci.image.", "application/vnd.docker.distribution."]
 
-app = create_app(build_aws_cache(AwsSettings.from_environment(), PowertoolsMetrics()))
+settings = AwsSettings.from_environment()
+app = create_app(build_aws_cache(settings, PowertoolsMetrics()), aws_authenticator(settings))
 asgi = Mangum(app, lifespan="off", text_mime_types=TEXT_MEDIA_TYPES)
 
 

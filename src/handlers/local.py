@@ -11,7 +11,9 @@ from adapters.local.blob_store import FileBlobStore
 from adapters.local.events import LogEvents
 from adapters.local.filler import TeeFiller
 from adapters.local.metadata_store import SqliteMetadataStore
+from adapters.local.signing_keys import FileSigningKeys
 from adapters.upstream.client import HttpUpstreams
+from core.auth import Authenticator, TokenService
 from core.cache import PullThroughCache
 from core.rules import ReloadingRules, RuleSet
 from handlers.api import create_app
@@ -20,6 +22,8 @@ from handlers.config import BUILTIN_RULES, load_rules
 DATA_DIR_ENV = "PULLTHROUGH_DATA_DIR"
 RULES_FILE_ENV = "PULLTHROUGH_RULES_FILE"
 RULES_RELOAD_SECONDS = 5.0
+AUTH_ENV = "PULLTHROUGH_AUTH"
+TOKEN_SERVICE = "pullthrough"
 
 
 def build_local_cache(data_dir: Path, rules: RuleSet | None) -> PullThroughCache:
@@ -47,8 +51,17 @@ def with_stored_rules(metadata: SqliteMetadataStore) -> RuleSet:
     return RuleSet(by_prefix.values())
 
 
+def local_authenticator(data_dir: Path) -> Authenticator:
+    """Pull keys in the metadata store, token signing keys in a 0600 file beside it."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    tokens = TokenService(FileSigningKeys(data_dir / "token-signing-keys.json"), service=TOKEN_SERVICE)
+    return Authenticator(SqliteMetadataStore(data_dir / "metadata.sqlite3"), tokens)
+
+
 def app_from_environment() -> FastAPI:
     """The uvicorn factory: each worker process builds its own cache over the shared data directory."""
     rules_file = os.environ.get(RULES_FILE_ENV)
     rules = load_rules(Path(rules_file)) if rules_file else None
-    return create_app(build_local_cache(Path(os.environ[DATA_DIR_ENV]), rules))
+    data_dir = Path(os.environ[DATA_DIR_ENV])
+    auth = local_authenticator(data_dir) if os.environ.get(AUTH_ENV, "none") == "token" else None
+    return create_app(build_local_cache(data_dir, rules), auth)

@@ -22,7 +22,7 @@ FIELDS = ("prefix", "upstream", "tag_ttl_seconds", "library_namespace", "credent
           "allow", "deny", "allowed_tags", "max_stale_seconds", "prefetch_platforms")  # fmt: skip
 
 
-def _store(data_dir: Path, table: str | None) -> MetadataStore:
+def store_for(data_dir: Path, table: str | None) -> MetadataStore:
     if table:
         from handlers.aws import AwsSettings, table_store  # boto3 only for those who use a table
 
@@ -90,7 +90,7 @@ def rules() -> None:
 @backend_options
 def create(prefix: str, preset: str | None, data_dir: Path, table: str | None, output: str, **given: Any) -> None:
     """Create a rule (PREFIX "" is the root rule)."""
-    store = _store(data_dir, table)
+    store = store_for(data_dir, table)
     if any(rule.prefix == prefix for rule in store.list_rules()):
         raise click.UsageError(f"a rule for {prefix!r} exists; use update")
     base = PRESETS[preset].to_dict() if preset else {}
@@ -105,7 +105,7 @@ def create(prefix: str, preset: str | None, data_dir: Path, table: str | None, o
 @backend_options
 def update(prefix: str, preset: str | None, data_dir: Path, table: str | None, output: str, **given: Any) -> None:
     """Change the given settings of a rule; the others stay."""
-    store = _store(data_dir, table)
+    store = store_for(data_dir, table)
     current = next((rule for rule in store.list_rules() if rule.prefix == prefix), None)
     if current is None:
         raise click.UsageError(f"no rule for {prefix!r}")
@@ -120,7 +120,7 @@ def update(prefix: str, preset: str | None, data_dir: Path, table: str | None, o
 @backend_options
 def describe(prefixes: tuple[str, ...], data_dir: Path, table: str | None, output: str) -> None:
     """Show stored rules (all, or those named)."""
-    stored = _store(data_dir, table).list_rules()
+    stored = store_for(data_dir, table).list_rules()
     _show([rule for rule in stored if not prefixes or rule.prefix in prefixes], output)
 
 
@@ -129,7 +129,7 @@ def describe(prefixes: tuple[str, ...], data_dir: Path, table: str | None, outpu
 @backend_options
 def delete(prefix: str, data_dir: Path, table: str | None, output: str) -> None:
     """Delete a rule. What it cached stays, as with ECR."""
-    store = _store(data_dir, table)
+    store = store_for(data_dir, table)
     if not any(rule.prefix == prefix for rule in store.list_rules()):
         raise click.UsageError(f"no rule for {prefix!r}")
     store.delete_rule(prefix)
@@ -146,7 +146,7 @@ def apply(rules_file: Path, prune: bool, data_dir: Path, table: str | None, outp
         wanted = list(load_rules(rules_file))
     except RuleInvalid as exc:
         raise click.UsageError(str(exc)) from exc
-    store = _store(data_dir, table)
+    store = store_for(data_dir, table)
     for rule in wanted:
         store.put_rule(rule)
     if prune:
@@ -165,7 +165,7 @@ def validate(
     prefix: str, image: str | None, allow_private_upstreams: bool, data_dir: Path, table: str | None, output: str
 ) -> None:
     """Contact the rule's upstream with its credentials: reachable? credentials accepted? image found?"""
-    stored = {rule.prefix: rule for rule in _store(data_dir, table).list_rules()}
+    stored = {rule.prefix: rule for rule in store_for(data_dir, table).list_rules()}
     rule = stored.get(prefix) or next((preset for preset in PRESETS.values() if preset.prefix == prefix), None)
     if rule is None:
         raise click.UsageError(f"no rule for {prefix!r}")

@@ -122,3 +122,18 @@ class MetadataStoreContract:
         assert store.get_backoff("https://other.example") is None
         clock.advance(31)
         assert store.get_backoff("https://up.example") is None
+
+    def test_pull_keys_round_trip_and_never_hold_the_secret(self, store: MetadataStore):
+        from core.auth import PullKey, hash_secret
+
+        assert store.get_key("ci") is None and store.list_keys() == []
+        key = PullKey("ci", ("docker-hub", "ghcr/org"), hash_secret("the-secret"), 100.0, expires_at=200.0)
+        store.put_key(key)
+        store.put_key(PullKey("admin", ("",), hash_secret("other"), 50.0))
+        assert store.get_key("ci") == key
+        assert [k.name for k in store.list_keys()] == ["admin", "ci"]
+        assert "the-secret" not in repr(store.list_keys())
+        from dataclasses import replace
+
+        store.put_key(replace(key, revoked=True))
+        assert store.get_key("ci").revoked

@@ -419,6 +419,7 @@ def test_each_function_role_grants_only_what_its_function_does(transformed: dict
         "ApiFunctionRole": {(a, json.dumps(table)) for a in dynamodb}
         | {(a, json.dumps(objects)) for a in s3_objects}
         | {("s3:ListBucket", json.dumps(bucket)), ("lambda:InvokeFunction", json.dumps(fill))}
+        | {("secretsmanager:GetSecretValue", json.dumps({"Ref": "SigningKeysSecret"}))}
         | secrets,
         "FillFunctionRole": {(a, json.dumps(table)) for a in dynamodb}
         | {(a, json.dumps(objects)) for a in s3_objects}

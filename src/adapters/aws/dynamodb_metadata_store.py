@@ -8,6 +8,7 @@
 | repository index | `REPOSITORIES` | `<scope>#<repository>` | |
 | lease | `LEASE#<key>` | `-` | owner, expires_at (TTL) |
 | upstream back-off | `BACKOFF#<upstream URL>` | `-` | code, reason, expires_at (TTL) |
+| pull key | `KEYS` | `KEY#<name>` | key (name, prefixes, scrypt hash of the secret, expiry, revoked) |
 | rule | `RULES` | `RULE#<prefix>` | rule (its settings as JSON; a credentials reference, never a secret) |
 
 Manifests and blobs get a partition each, so hot content spreads over partitions; tags of one repository share one,
@@ -25,6 +26,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from core.auth import PullKey
 from core.digest import Digest
 from core.errors import Unavailable
 from core.ports import Backoff, ManifestRecord, TagRecord
@@ -162,6 +164,18 @@ class DynamoMetadataStore:
                 ExpressionAttributeNames={"#owner": "owner"},
                 ExpressionAttributeValues={":owner": _s(owner)},
             )
+
+    # -- pull keys ---------------------------------------------------------------------------------------------------
+
+    def get_key(self, name: str) -> PullKey | None:
+        item = self._get("KEYS", f"KEY#{name}")
+        return None if item is None else PullKey.from_dict(json.loads(item["key"]["S"]))
+
+    def put_key(self, key: PullKey) -> None:
+        self._put({"pk": _s("KEYS"), "sk": _s(f"KEY#{key.name}"), "key": _s(json.dumps(key.to_dict()))})
+
+    def list_keys(self) -> list[PullKey]:
+        return [PullKey.from_dict(json.loads(item["key"]["S"])) for item in self._query("KEYS")]
 
     # -- rules -------------------------------------------------------------------------------------------------------
 

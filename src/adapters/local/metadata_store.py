@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from core.auth import PullKey
 from core.digest import Digest
 from core.ports import Backoff, ManifestRecord, TagRecord
 from core.rules import Rule
@@ -33,6 +34,7 @@ CREATE TABLE IF NOT EXISTS leases (
     key TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at REAL NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rules (prefix TEXT PRIMARY KEY, document TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS pull_keys (name TEXT PRIMARY KEY, document TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS backoffs (
     key TEXT PRIMARY KEY, until REAL NOT NULL, code TEXT NOT NULL, reason TEXT NOT NULL
 ) WITHOUT ROWID;
@@ -138,6 +140,19 @@ class SqliteMetadataStore:
 
     def release_lease(self, key: str, owner: str) -> None:
         self._db.execute("DELETE FROM leases WHERE key = ? AND owner = ?", (key, owner))
+
+    # -- pull keys ---------------------------------------------------------------------------------------------------
+
+    def get_key(self, name: str) -> PullKey | None:
+        row = self._db.execute("SELECT document FROM pull_keys WHERE name = ?", (name,)).fetchone()
+        return None if row is None else PullKey.from_dict(json.loads(row[0]))
+
+    def put_key(self, key: PullKey) -> None:
+        self._db.execute("INSERT OR REPLACE INTO pull_keys VALUES (?, ?)", (key.name, json.dumps(key.to_dict())))
+
+    def list_keys(self) -> list[PullKey]:
+        rows = self._db.execute("SELECT document FROM pull_keys ORDER BY name")
+        return [PullKey.from_dict(json.loads(document)) for (document,) in rows]
 
     # -- rules -------------------------------------------------------------------------------------------------------
 
