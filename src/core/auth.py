@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from core.errors import Denied, Unauthorized
+from core.reference import is_valid_name
 
 TOKEN_LIFETIME_SECONDS = 300  # the token spec's floor is 60 s; a revoked key stops getting tokens at once anyway
 # scrypt, memory-hard: a stolen key table does not give the secrets away (stdlib, no native dependency)
@@ -88,7 +89,7 @@ def requested_repositories(scopes: list[str]) -> list[str]:
     for scope in scopes[:MAX_SCOPES]:
         for part in scope.split(" "):
             match = _SCOPE.match(part)
-            if match is not None and {"pull", "*"} & set(match.group(2).split(",")):
+            if match is not None and {"pull", "*"} & set(match.group(2).split(",")) and is_valid_name(match.group(1)):
                 repositories.append(match.group(1))
     return repositories
 

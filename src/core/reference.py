@@ -17,9 +17,13 @@ MAX_NAME_LENGTH = 255
 
 
 def validate_name(name: str) -> str:
-    if len(name) > MAX_NAME_LENGTH or not _NAME.match(name):
+    if not is_valid_name(name):
         raise NameInvalid(f"invalid repository name {name[:80]!r}")
     return name
+
+
+def is_valid_name(name: str) -> bool:
+    return len(name) <= MAX_NAME_LENGTH and bool(_NAME.match(name))
 
 
 def is_valid_tag(tag: str) -> bool:

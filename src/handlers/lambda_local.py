@@ -46,6 +46,8 @@ def http_api_event(
     for name, value in headers:
         key = name.lower()
         joined[key] = f"{joined[key]},{value}" if key in joined else value
+    # API Gateway tells the function how the client connected; here that is plain HTTP
+    joined.setdefault("x-forwarded-proto", "http")
     request_id = str(uuid.uuid4())
     return {
         "version": "2.0",
