@@ -38,9 +38,10 @@ system-deps: ## Install the Debian packages the end-to-end tests use (no service
 		status=$$?; $(SUDO) rm -f /usr/sbin/policy-rc.d; exit $$status; \
 	fi
 
-lint: install ## ruff
+lint: install ## ruff, and bandit (the security linter) on the code that ships
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
+	$(BIN)/bandit --quiet --recursive src --severity-level medium
 
 typecheck: install ## mypy --strict
 	$(BIN)/mypy --strict src

@@ -85,13 +85,13 @@ class SigningKey:
 def requested_repositories(scopes: list[str]) -> list[str]:
     """Repositories asked for pull in `scope` parameters; other resource types and actions are ignored, as the
     token spec lets a server grant a subset."""
-    repositories = []
+    repositories: list[str] = []
     for scope in scopes[:MAX_SCOPES]:
-        for part in scope.split(" "):
+        for part in scope.split(" ")[:MAX_SCOPES]:
             match = _SCOPE.match(part)
             if match is not None and {"pull", "*"} & set(match.group(2).split(",")) and is_valid_name(match.group(1)):
                 repositories.append(match.group(1))
-    return repositories
+    return repositories[:MAX_SCOPES]
 
 
 class TokenService:

@@ -24,6 +24,7 @@ from core.errors import (
 )
 from core.mediatypes import Accept
 from core.ports import BlobBody, LocalBlob, Redirect, SizeOnly, StreamedBlob
+from handlers.limits import RequestLimits
 from handlers.ranges import parse_range
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ def create_app(cache: PullThroughCache, auth: Authenticator | None = None) -> Fa
     local = cache.local_only()
     app = FastAPI(title="pullthrough", docs_url=None, redoc_url=None, openapi_url=None)
     app.router.redirect_slashes = False  # /v2 and /v2/ are both routes; a redirect would need our public URL
+    app.add_middleware(RequestLimits)
 
     @app.exception_handler(RegistryError)
     def registry_error(request: Request, error: RegistryError) -> Response:

@@ -116,7 +116,7 @@ def test_catalog_lists_what_is_cached(client, image):
         ("GET", "/v2/up/library/app/blobs/sha256:" + "0" * 64, {}, 404, "BLOB_UNKNOWN"),
         ("HEAD", "/v2/up/library/app/blobs/sha256:" + "0" * 64, {}, 404, None),
         ("GET", "/v2/up/library/app/blobs/md5:abc", {}, 400, "DIGEST_INVALID"),
-        ("GET", "/v2/up/library/app/blobs/sha256:..%2F..%2Fetc", {}, 404, "NAME_UNKNOWN"),
+        ("GET", "/v2/up/library/app/blobs/sha256:..%2F..%2Fetc", {}, 400, "NAME_INVALID"),
         ("GET", "/v2/up/Library/App/manifests/v1", {}, 400, "NAME_INVALID"),
         ("GET", "/v2/up/a/../b/manifests/v1", {}, 404, "MANIFEST_UNKNOWN"),  # the client resolves the dots
         ("GET", "/v2/up/library/app/tags/list?n=abc", {}, 400, "PAGINATION_NUMBER_INVALID"),
@@ -213,3 +213,18 @@ def test_denied_repositories_and_tags(tmp_path, upstream):
         assert response.status_code == 403 and oci_error(response) == "DENIED", path
     assert client.get("/v2/up/library/app/tags/list").json()["tags"] == ["v1"]
     assert upstream.calls["get_manifest"] == 1  # nothing refused was fetched
+
+
+@pytest.mark.parametrize(
+    "path, headers, status",
+    [
+        ("/v2/up/" + "a" * 5000 + "/manifests/v1", {}, 414),
+        ("/v2/up/library/app/manifests/v1", {"X-Big": "b" * 20000}, 431),
+        ("/v2/up/library/app/manifests/v1", {f"X-{n}": "v" for n in range(120)}, 431),
+        ("/v2/up%2Flibrary%2Fapp/manifests/v1", {}, 400),
+    ],
+)  # fmt: skip
+def test_oversized_and_odd_requests_are_refused_before_routing(client, image, path, headers, status):
+    response = client.get(path, headers=headers)
+    assert response.status_code == status and oci_error(response) in ("SIZE_INVALID", "NAME_INVALID")
+    assert client.get("/v2/").status_code == 200
