@@ -80,6 +80,8 @@ def test_pull_keys_with_real_clients(deployment: Deployment, test_images, tmp_pa
     assert pull(image, host, tmp_path / "skopeo", f"ci:{secret}") == image.blob_digests
 
     podman = Podman(tmp_path / "podman")
+    with pytest.raises(CommandError, match=r"(?i)unauthorized|authentication required"):
+        podman.podman("pull", "--tls-verify=false", image.ref(host, PREFIX))
     podman.podman("pull", "--tls-verify=false", "--creds", f"ci:{secret}", image.ref(host, PREFIX))
     assert image.digest in " ".join(podman.repo_digests(image.ref(host, PREFIX)))
     with Containerd(tmp_path / "containerd") as containerd:
