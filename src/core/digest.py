@@ -39,9 +39,6 @@ class Digest:
         """Tags cannot contain ':', so a reference with one is meant as a digest."""
         return ":" in reference
 
-    def hasher(self) -> DigestVerifier:
-        return DigestVerifier(self)
-
     def __str__(self) -> str:
         return f"{self.algorithm}:{self.encoded}"
 

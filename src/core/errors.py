@@ -41,10 +41,6 @@ class NameInvalid(RegistryError):
     code, http_status, default_message = "NAME_INVALID", 400, "invalid repository name"
 
 
-class TagInvalid(RegistryError):
-    code, http_status, default_message = "TAG_INVALID", 400, "invalid tag"
-
-
 class DigestInvalid(RegistryError):
     code, http_status, default_message = "DIGEST_INVALID", 400, "provided digest did not match uploaded content"
 

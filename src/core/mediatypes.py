@@ -13,7 +13,6 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-DOCKER_SCHEMA1_SIGNED = "application/vnd.docker.distribution.manifest.v1+prettyjws"
 
 INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
 
@@ -51,14 +50,6 @@ class Manifest:
     data: bytes
     media_type: str
     digest: Digest
-
-    @property
-    def size(self) -> int:
-        return len(self.data)
-
-    @property
-    def is_index(self) -> bool:
-        return self.media_type in INDEX_TYPES
 
 
 def detect_media_type(data: bytes, content_type: str | None) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.digest import Digest
+from core.digest import Digest, DigestVerifier
 from core.errors import DigestInvalid, ManifestUnknown, NameInvalid
 from core.reference import Reference, validate_name
 
@@ -44,7 +44,7 @@ def test_invalid_digests(text):
 
 
 def test_verifier_streams():
-    verifier = Digest.of(b"hello world").hasher()
+    verifier = DigestVerifier(Digest.of(b"hello world"))
     for chunk in (b"hello", b" ", b"world"):
         verifier.update(chunk)
     assert verifier.matches() and verifier.size == 11
