@@ -17,16 +17,17 @@ KEEP = 3
 class FileSigningKeys:
     def __init__(self, path: Path) -> None:
         self._path = path
-        self._cache: tuple[float, list[SigningKey]] | None = None
+        self._cache: tuple[tuple[int, int], list[SigningKey]] | None = None
 
     def __call__(self) -> list[SigningKey]:
         if not self._path.exists():
             self._write([_new_key()], exclusive=True)
-        mtime = self._path.stat().st_mtime
-        if self._cache is None or self._cache[0] != mtime:
+        status = self._path.stat()
+        version = (status.st_ino, status.st_mtime_ns)  # every write is a rename: a new inode
+        if self._cache is None or self._cache[0] != version:
             document = json.loads(self._path.read_text())
             keys = [SigningKey(entry["kid"], bytes.fromhex(entry["secret"])) for entry in document["keys"]]
-            self._cache = (mtime, keys)
+            self._cache = (version, keys)
         return self._cache[1]
 
     def rotate(self) -> SigningKey:
