@@ -14,7 +14,6 @@ from adapters.local.metadata_store import SqliteMetadataStore
 from adapters.upstream.addresses import ALLOW_PRIVATE_ENV
 from adapters.upstream.client import TIMEOUT_ENV
 from core.rules import RuleInvalid, RuleSet
-from handlers.aws import AwsSettings, ensure_resources, ensure_signing_secret, store_rules
 from handlers.config import PRESETS, load_rules
 from handlers.keys_cli import keys
 from handlers.lambda_local import serve as serve_events
@@ -123,6 +122,8 @@ def _serve_lambda(
     auth: str,
 ) -> None:
     """Set the environment the SAM template sets, prepare table and bucket, then serve the real handler."""
+    from handlers.aws import AwsSettings, ensure_resources, ensure_signing_secret, store_rules  # boto3: only here
+
     os.environ.update({
         "PULLTHROUGH_TABLE_NAME": table,
         "PULLTHROUGH_BUCKET_NAME": bucket,
