@@ -165,9 +165,12 @@ class Authenticator:
             raise Unauthorized()
         return self.tokens.authorize(token.strip(), repository)
 
-    def may_pull(self, key_name: str, repository: str) -> bool:
+    def pullable(self, key_name: str, repositories: list[str]) -> list[str]:
+        """Those of `repositories` the key may pull (one key lookup, however many names)."""
         key = self._keys.get_key(key_name)
-        return key is not None and key.usable(self._clock()) and key.may_pull(repository)
+        if key is None or not key.usable(self._clock()):
+            return []
+        return [repository for repository in repositories if key.may_pull(repository)]
 
     def _login(self, basic_authorization: str | None) -> PullKey:
         scheme, _, encoded = (basic_authorization or "").partition(" ")

@@ -16,7 +16,6 @@ from core.errors import (
     DigestMismatch,
     ManifestInvalid,
     ManifestUnknown,
-    PaginationNumberInvalid,
     RegistryError,
     TooManyRequests,
     Unavailable,
@@ -30,6 +29,7 @@ from core.mediatypes import (
     detect_media_type,
     select_platform_child,
 )
+from core.paging import page
 from core.ports import (
     BlobBody,
     BlobFiller,
@@ -162,8 +162,8 @@ class PullThroughCache:
         )
 
     def _cached_manifest(self, route: Route, digest: Digest) -> ManifestRecord | None:
-        record = self._metadata.get_manifest(route.scope, digest)
-        return record if record is not None and self._blobs.exists(digest) else None
+        """The metadata alone: records are written after the bytes, and _read_manifest refetches bytes gone since."""
+        return self._metadata.get_manifest(route.scope, digest)
 
     def _manifest_by_tag(self, route: Route, tag: str) -> tuple[ManifestRecord, str | None]:
         asked_at = self._clock()
@@ -173,14 +173,8 @@ class PullThroughCache:
                 self._metadata.record_pull(route.scope, route.repository, tag, asked_at)
             self._metrics.count("TagHit")
             return cached.manifest, None
-        upstream = self._upstream(route)
         try:
-            # However many requests find the tag stale at once, one asks the upstream; the others use its answer.
-            record = self._flights.run(
-                f"tag/{route.scope}/{route.repository}/{tag}",
-                lambda: self._revalidate(route, upstream, tag, cached, pulled=True),
-                lambda: self._confirmed_since(route, tag, asked_at),
-            )
+            record = self._revalidate_once(route, tag, cached, asked_at, pulled=True)
         except UPSTREAM_FAILURES as exc:
             max_stale = route.rule.max_stale_seconds
             if cached is None or (max_stale is not None and asked_at - cached.checked_at > max_stale):
@@ -189,6 +183,18 @@ class PullThroughCache:
             self._metrics.count("StaleServed")
             return cached.manifest, f"serving a cached copy: upstream failed ({exc.code})"
         return record, None
+
+    def _revalidate_once(
+        self, route: Route, tag: str, cached: TagRecord | None, asked_at: float, *, pulled: bool
+    ) -> ManifestRecord:
+        """However many requests (or refresh runs) find the tag stale at once, one asks the upstream; the others
+        use its answer."""
+        upstream = self._upstream(route)
+        return self._flights.run(
+            f"tag/{route.scope}/{route.repository}/{tag}",
+            lambda: self._revalidate(route, upstream, tag, cached, pulled=pulled),
+            lambda: self._confirmed_since(route, tag, asked_at),
+        )
 
     def _confirmed_since(self, route: Route, tag: str, since: float) -> ManifestRecord | None:
         record = self._metadata.get_tag(route.scope, route.repository, tag)
@@ -263,17 +269,17 @@ class PullThroughCache:
                 return body
         upstream = self._upstream(route)
         self._metrics.count("BlobMiss")
-        if self._blobs.exists(digest):
-            # Stored for another rule: link it here once this rule's upstream shows it has it too.
+        # Stored for another rule, it is linked here once this rule's upstream shows it has it too; a HEAD that
+        # misses needs only the size. Either way one upstream HEAD answers, and no bytes move.
+        stored_elsewhere = self._blobs.exists(digest)
+        if stored_elsewhere or head:
             upstream_size = upstream.head_blob(route.repository, digest)
-            if upstream_size is not None:
+            if upstream_size is not None and stored_elsewhere:
                 self._metadata.put_blob(route.scope, digest, upstream_size)
                 located = self._blobs.locate(digest, head=head)
                 if located is not None:
                     return located
-        if head:
-            upstream_size = upstream.head_blob(route.repository, digest)
-            if upstream_size is not None:
+            if upstream_size is not None and head:
                 return SizeOnly(upstream_size)
         return self._filler.fill(
             FillJob(name, route.scope, digest),
@@ -333,12 +339,7 @@ class PullThroughCache:
         cached = self._metadata.get_tag(route.scope, route.repository, tag)
         previous = str(cached.manifest.digest) if cached is not None else None
         try:
-            upstream = self._upstream(route)
-            record = self._flights.run(
-                f"tag/{route.scope}/{route.repository}/{tag}",
-                lambda: self._revalidate(route, upstream, tag, cached, pulled=False),
-                lambda: self._confirmed_since(route, tag, asked_at),
-            )
+            record = self._revalidate_once(route, tag, cached, asked_at, pulled=False)
         except RegistryError as exc:
             self._metrics.count("RefreshFailed")
             self._publish(route, tag, None, exc)
@@ -387,22 +388,18 @@ class PullThroughCache:
 
     def tags(self, name: str, n: int | None, last: str | None) -> TagList:
         route = self.rules.route(name)
-        if n is not None and n < 0:
-            raise PaginationNumberInvalid(f"n must be a non-negative integer, got {n}")
-        if n == 0:
-            return TagList(name, [], False)
+        if n == 0 or (n is not None and n < 0):
+            return TagList(name, *page([], n, last))
         try:
-            page = self._upstream(route).list_tags(route.repository, n, last)
-            tags, upstream_has_more = page.tags, page.has_more
+            upstream_page = self._upstream(route).list_tags(route.repository, n, last)
+            tags, upstream_has_more = upstream_page.tags, upstream_page.has_more
         except UPSTREAM_FAILURES:
             tags, upstream_has_more = self._metadata.list_tags(route.scope, route.repository), False
             if not tags:
                 raise
         # Some registries ignore n and last (distribution 2.8 does), so page whatever came back.
-        tags = sorted(tag for tag in tags if (last is None or tag > last) and route.rule.tag_allowed(tag))
-        if n is not None and len(tags) > n:
-            return TagList(name, tags[:n], True)
-        return TagList(name, tags, upstream_has_more)
+        listed, more = page((tag for tag in tags if route.rule.tag_allowed(tag)), n, last)
+        return TagList(name, listed, more or upstream_has_more)
 
     def catalog(self) -> list[str]:
         prefixes = {rule.scope: rule.prefix for rule in self.rules}

@@ -17,6 +17,7 @@ from adapters.upstream.client import default_http_client
 from adapters.upstream.validation import validate_rule
 from core.ports import MetadataStore
 from core.rules import Rule, RuleInvalid
+from handlers.config import parse_rule
 
 ROOT = "_root"  # the root rule's prefix is empty; in a path it is spelled _root (no prefix can start with _)
 
@@ -39,7 +40,7 @@ def create_admin_app(store: MetadataStore, addresses: AddressPolicy) -> FastAPI:
     @app.put("/admin/rules/{prefix:path}")
     def put(prefix: str, settings: dict[str, Any] = Body(...)) -> Response:  # noqa: B008 - FastAPI's idiom
         try:
-            rule = Rule.from_dict({**settings, "prefix": _prefix(prefix)})
+            rule = parse_rule({**settings, "prefix": _prefix(prefix)})
         except RuleInvalid as exc:
             return _error(400, "RULE_INVALID", str(exc))
         created = find(rule.prefix) is None

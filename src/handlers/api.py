@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from urllib.parse import urlencode
 
 from fastapi import FastAPI, Request, Response
@@ -23,6 +23,7 @@ from core.errors import (
     Unsupported,
 )
 from core.mediatypes import Accept
+from core.paging import page
 from core.ports import BlobBody, LocalBlob, Redirect, SizeOnly, StreamedBlob
 from handlers.limits import RequestLimits
 from handlers.ranges import parse_range
@@ -76,7 +77,13 @@ def create_app(cache: PullThroughCache, auth: Authenticator | None = None) -> Fa
 
     @app.exception_handler(Exception)
     def unexpected_error(request: Request, error: Exception) -> Response:
-        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        # A registry error while a body streams (a blob failing verification) reaches here, wrapped by Starlette,
+        # once the response has started: the client sees the connection close; it is no bug.
+        cause = error.__cause__ if isinstance(error.__cause__, RegistryError) else error
+        if isinstance(cause, RegistryError):
+            log.warning("aborted %s %s: %s", request.method, request.url.path, cause.message)
+        else:
+            log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=error)
         return _error_response(request, RegistryError())
 
     @app.api_route("/v2/", methods=PULL)
@@ -88,8 +95,10 @@ def create_app(cache: PullThroughCache, auth: Authenticator | None = None) -> Fa
     @app.get("/v2/_catalog")
     def catalog(request: Request) -> Response:
         key = authorize(request, None)
-        names = [name for name in cache.catalog() if key is None or (auth is not None and auth.may_pull(key, name))]
-        return _paginated("/v2/_catalog", "repositories", names, request, {})
+        names = cache.catalog() if key is None or auth is None else auth.pullable(key, cache.catalog())
+        n, last = _pagination(request)
+        listed, more = page(names, n, last)
+        return _listing({"repositories": listed}, "/v2/_catalog", n, listed, more)
 
     @app.api_route("/v2/{name:path}/manifests/{reference}", methods=PULL)
     async def manifest(name: str, reference: str, request: Request) -> Response:
@@ -130,11 +139,8 @@ def create_app(cache: PullThroughCache, auth: Authenticator | None = None) -> Fa
         authorize(request, name)
         n, last = _pagination(request)
         listing = cache.tags(name, n, last)
-        response = JSONResponse({"name": listing.name, "tags": listing.tags}, headers=API_VERSION_HEADERS)
-        if listing.has_more and listing.tags:
-            query = urlencode({"n": n if n is not None else len(listing.tags), "last": listing.tags[-1]})
-            response.headers["Link"] = f'</v2/{name}/tags/list?{query}>; rel="next"'
-        return _with_namespace(response, request)
+        body = {"name": listing.name, "tags": listing.tags}
+        return _with_namespace(_listing(body, f"/v2/{name}/tags/list", n, listing.tags, listing.has_more), request)
 
     def _routed(name: str, request: Request) -> str:
         """containerd, as a mirror, names the registry in `ns` and the repository as that registry knows it."""
@@ -226,13 +232,10 @@ def _pagination(request: Request) -> tuple[int | None, str | None]:
     return n, request.query_params.get("last")
 
 
-def _paginated(path: str, key: str, items: list[str], request: Request, extra: dict[str, str]) -> Response:
-    n, last = _pagination(request)
-    if last is not None:
-        items = [item for item in items if item > last]
-    has_more = n is not None and len(items) > n
-    page = items[:n] if n is not None else items
-    response = JSONResponse({key: page, **extra}, headers=API_VERSION_HEADERS)
-    if has_more and page:
-        response.headers["Link"] = f'<{path}?{urlencode({"n": n, "last": page[-1]})}>; rel="next"'
+def _listing(body: Mapping[str, object], path: str, n: int | None, listed: list[str], more: bool) -> Response:
+    """A page of names, with the spec's `Link: <...>; rel="next"` when more follow."""
+    response = JSONResponse(body, headers=API_VERSION_HEADERS)
+    if more and listed:
+        query = urlencode({"n": n if n is not None else len(listed), "last": listed[-1]})
+        response.headers["Link"] = f'<{path}?{query}>; rel="next"'
     return response

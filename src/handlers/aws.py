@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import secrets
@@ -84,8 +85,15 @@ class AwsClients:
         return expiry.timestamp() if expiry is not None else None
 
 
+@functools.cache
+def clients_for(settings: AwsSettings) -> AwsClients:
+    """One session and one set of clients per container: the cache, the authenticator and the event sink share them
+    (creating a client costs tens of milliseconds of cold start)."""
+    return AwsClients(settings)
+
+
 def build_aws_cache(settings: AwsSettings, metrics: Metrics, events: EventSink | None = None) -> PullThroughCache:
-    clients = AwsClients(settings)
+    clients = clients_for(settings)
     metadata = DynamoMetadataStore(clients.dynamodb, settings.table)
     blobs = S3BlobStore(
         clients.s3, settings.bucket, presign_seconds=settings.presign_seconds,
@@ -121,7 +129,7 @@ def _run_fill_handler(event: dict[str, str]) -> object:
 
 def ensure_resources(settings: AwsSettings) -> None:
     """Create the table and bucket when missing, as the SAM template would: for emulators and first runs."""
-    clients = AwsClients(settings)
+    clients = clients_for(settings)
     existing_tables = clients.dynamodb.list_tables()["TableNames"]
     if settings.table not in existing_tables:
         clients.dynamodb.create_table(
@@ -148,7 +156,7 @@ def store_rules(settings: AwsSettings, rules: RuleSet) -> None:
 
 
 def table_store(settings: AwsSettings) -> DynamoMetadataStore:
-    return DynamoMetadataStore(AwsClients(settings).dynamodb, settings.table)
+    return DynamoMetadataStore(clients_for(settings).dynamodb, settings.table)
 
 
 def aws_authenticator(settings: AwsSettings) -> Authenticator | None:
@@ -161,7 +169,7 @@ def aws_authenticator(settings: AwsSettings) -> Authenticator | None:
 
 def ensure_signing_secret(settings: AwsSettings, name: str) -> str:
     """The signing-keys secret the template would create, for emulators and first runs; its ARN."""
-    client = AwsClients(settings).session.client("secretsmanager")
+    client = clients_for(settings).session.client("secretsmanager")
     try:
         return str(client.describe_secret(SecretId=name)["ARN"])
     except client.exceptions.ResourceNotFoundException:

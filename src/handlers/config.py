@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -60,6 +61,15 @@ class RulesFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     rules: list[RuleConfig]
+
+
+def parse_rule(document: dict[str, Any]) -> Rule:
+    """A rule from its settings, as the CLI, the admin API and rules files give them: types, then meaning."""
+    try:
+        return RuleConfig.model_validate(document).to_rule()
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, error['loc']))}: {error['msg']}" for error in exc.errors())
+        raise RuleInvalid(f"rule {document.get('prefix')!r}: {problems}") from exc
 
 
 def load_rules(path: Path | None) -> RuleSet:

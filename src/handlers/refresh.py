@@ -13,14 +13,14 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from adapters.aws.events import EventBridgeEvents
-from handlers.aws import AwsClients, AwsSettings, build_aws_cache
+from handlers.aws import AwsSettings, build_aws_cache, clients_for
 from handlers.observability import PowertoolsMetrics, logger, metrics, tracer
 
 WINDOW_SECONDS = float(os.environ.get("PULLTHROUGH_REFRESH_WINDOW_DAYS", "30")) * 86400
 LIMIT = int(os.environ.get("PULLTHROUGH_REFRESH_LIMIT", "500"))
 
 settings = AwsSettings.from_environment()
-cache = build_aws_cache(settings, PowertoolsMetrics(), EventBridgeEvents(AwsClients(settings).events_client()))
+cache = build_aws_cache(settings, PowertoolsMetrics(), EventBridgeEvents(clients_for(settings).events_client()))
 
 
 @logger.inject_lambda_context

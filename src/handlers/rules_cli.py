@@ -16,7 +16,7 @@ from adapters.upstream.client import default_http_client
 from adapters.upstream.validation import validate_rule
 from core.ports import MetadataStore
 from core.rules import Rule, RuleInvalid
-from handlers.config import PRESETS, load_rules
+from handlers.config import PRESETS, load_rules, parse_rule
 
 FIELDS = ("prefix", "upstream", "tag_ttl_seconds", "library_namespace", "credentials", "upstream_repository_prefix",
           "allow", "deny", "allowed_tags", "max_stale_seconds", "prefetch_platforms")  # fmt: skip
@@ -74,7 +74,7 @@ def _show(rules: list[Rule], output: str) -> None:
 
 def _build(settings: dict[str, Any]) -> Rule:
     try:
-        return Rule.from_dict(settings)
+        return parse_rule(settings)
     except RuleInvalid as exc:
         raise click.UsageError(str(exc)) from exc
 

@@ -16,7 +16,7 @@ from adapters.aws.s3_blob_store import MIN_PART_SIZE, S3BlobStore
 from core.digest import Digest
 from core.errors import DigestMismatch
 from core.ports import Redirect
-from handlers.aws import AwsClients, AwsSettings, ensure_resources
+from handlers.aws import AwsClients, AwsSettings, clients_for, ensure_resources
 from tests.contract.blob_store_contract import BlobStoreContract
 from tests.contract.metadata_store_contract import MetadataStoreContract
 
@@ -33,6 +33,7 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
                         "AWS_DEFAULT_REGION": "eu-west-1"}.items():  # fmt: skip
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    clients_for.cache_clear()  # clients made under another test's mock would outlive it
     with mock_aws():
         ensure_resources(SETTINGS)
         yield

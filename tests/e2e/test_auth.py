@@ -4,8 +4,6 @@ stops working."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +15,7 @@ from tests.support.clients import Containerd, Podman, skopeo, verify_dir_digests
 from tests.support.images import TestImage
 from tests.support.moto import MotoServer
 from tests.support.proc import CommandError
-from tests.support.pullthrough import PullthroughServer
+from tests.support.pullthrough import PullthroughServer, pullthrough_cli
 from tests.support.upstream import DistributionRegistry
 
 pytestmark = pytest.mark.e2e
@@ -32,16 +30,9 @@ class Deployment:
         self.server, self.key_args, self.env = server, key_args, env
 
     def keys(self, *args: str) -> str:
-        command = [str(Path(sys.executable).parent / "pullthrough"), "keys", *args, *self.key_args]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=60, env={**_environ(), **self.env})
+        done = pullthrough_cli("keys", *args, *self.key_args, env=self.env)
         assert done.returncode == 0, done.stderr
         return done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
-
-
-def _environ() -> dict[str, str]:
-    import os
-
-    return dict(os.environ)
 
 
 @pytest.fixture(params=["serve", "lambda"])

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,7 +11,7 @@ import pytest
 from tests.e2e.conftest import PREFIX
 from tests.support.clients import skopeo, skopeo_inspect_digest
 from tests.support.images import TestImage
-from tests.support.pullthrough import PullthroughServer
+from tests.support.pullthrough import PullthroughServer, pullthrough_cli
 from tests.support.upstream import DistributionRegistry
 
 pytestmark = pytest.mark.e2e
@@ -27,9 +25,10 @@ def point_tag(upstream: DistributionRegistry, image: TestImage, target: str) -> 
 
 
 def run_refresh(cache: PullthroughServer, *args: str) -> str:
-    command = [Path(sys.executable).parent / "pullthrough", "refresh", "--data-dir", cache.data_dir,
-               "--rules", cache.workdir / "rules.json", "--allow-private-upstreams", *args]  # fmt: skip
-    return subprocess.run(command, capture_output=True, text=True, check=True, timeout=60).stdout
+    done = pullthrough_cli("refresh", "--data-dir", cache.data_dir, "--rules", cache.workdir / "rules.json",
+                           "--allow-private-upstreams", *args)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 def test_a_moving_tag(tmp_path: Path, upstream_registry: DistributionRegistry, test_images):

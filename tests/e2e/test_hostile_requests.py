@@ -6,14 +6,12 @@ from __future__ import annotations
 import base64
 import json
 import socket
-import subprocess
-import sys
-from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.e2e.conftest import PREFIX, cache_rules
-from tests.support.pullthrough import PullthroughServer
+from tests.support.pullthrough import PullthroughServer, pullthrough_cli
 from tests.support.upstream import DistributionRegistry
 
 pytestmark = pytest.mark.e2e
@@ -51,11 +49,8 @@ def server(tmp_path_factory: pytest.TempPathFactory, upstream_registry: Distribu
 
 @pytest.fixture(scope="module")
 def token(server: PullthroughServer) -> str:
-    command = [Path(sys.executable).parent / "pullthrough", "keys", "create", "probe", "--prefix", PREFIX,
-               "--data-dir", server.data_dir]  # fmt: skip
-    secret = subprocess.run(command, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
-    import httpx
-
+    created = pullthrough_cli("keys", "create", "probe", "--prefix", PREFIX, "--data-dir", server.data_dir)
+    secret = created.stdout.strip().splitlines()[-1]
     answer = httpx.get(f"{server.url}/token", params={"scope": f"repository:{PREFIX}/library/single-oci:pull"},
                        auth=("probe", secret))  # fmt: skip
     assert answer.status_code == 200

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests.e2e.conftest import PREFIX
-from tests.support.clients import Containerd, skopeo_copy, verify_dir_digests
+from tests.support.clients import Containerd, skopeo_copy, verify_dir_digests, write_mirror_hosts
 from tests.support.images import TestImage
 from tests.support.pullthrough import PullthroughServer
 from tests.support.upstream import DistributionRegistry
@@ -21,13 +21,8 @@ def test_containerd_hosts_toml_sends_an_upstream_registry_through_the_cache(
     tmp_path: Path, pullthrough: PullthroughServer, upstream_registry: DistributionRegistry, test_images
 ):
     image: TestImage = test_images["multi-oci"]
-    hosts = tmp_path / "certs.d" / upstream_registry.host
-    hosts.mkdir(parents=True)
-    (hosts / "hosts.toml").write_text(
-        f'server = "http://{upstream_registry.host}"\n\n'
-        f'[host."http://{pullthrough.host}/v2/{PREFIX}"]\n'
-        '  capabilities = ["pull", "resolve"]\n'
-        "  override_path = true\n"
+    write_mirror_hosts(
+        tmp_path / "certs.d", upstream_registry.host, f"{pullthrough.url}/v2/{PREFIX}", override_path=True
     )
     with Containerd(tmp_path / "containerd") as containerd:
         # the client names the upstream registry; containerd goes to the cache instead

@@ -4,10 +4,7 @@ servers run with their access logs on, through logins, pulls, a refresh and fail
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import bcrypt
@@ -19,16 +16,12 @@ from tests.support.clients import skopeo
 from tests.support.images import TestImage
 from tests.support.proc import CommandError
 from tests.support.pullthrough import PullthroughServer
+from tests.support.pullthrough import pullthrough_cli as cli
 from tests.support.upstream import DistributionRegistry
 
 pytestmark = pytest.mark.e2e
 
 UPSTREAM_PASSWORD = "upstream-Pa55word-never-logged"
-
-
-def cli(*args: object, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    command = [Path(sys.executable).parent / "pullthrough", *map(str, args)]
-    return subprocess.run(command, capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})})
 
 
 def test_serve_logs_no_secrets(tmp_path: Path, upstream_registry: DistributionRegistry, test_images):

@@ -4,8 +4,6 @@ names, denied repositories, stored rules picked up by a running server, and cred
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,43 +12,33 @@ import httpx
 import pytest
 
 from handlers.local import RULES_RELOAD_SECONDS
-from tests.e2e.conftest import PREFIX
-from tests.support.clients import Containerd, skopeo, skopeo_copy, skopeo_inspect_digest, verify_dir_digests
+from tests.support.clients import (
+    Containerd,
+    skopeo,
+    skopeo_copy,
+    skopeo_inspect_digest,
+    verify_dir_digests,
+    write_mirror_hosts,
+)
 from tests.support.images import TestImage
 from tests.support.proc import CommandError
 from tests.support.pullthrough import PullthroughServer
+from tests.support.pullthrough import pullthrough_cli as cli
 from tests.support.upstream import DistributionRegistry
 
 pytestmark = pytest.mark.e2e
 
 
-def pullthrough(*args: object) -> subprocess.CompletedProcess[str]:
-    command = [Path(sys.executable).parent / "pullthrough", *map(str, args)]
-    return subprocess.run(command, capture_output=True, text=True, timeout=60)
-
-
-def test_containerd_as_a_mirror_routes_by_ns(tmp_path: Path, pullthrough_server, upstream_registry, test_images):
+def test_containerd_as_a_mirror_routes_by_ns(tmp_path: Path, pullthrough, upstream_registry, test_images):
     image: TestImage = test_images["multi-docker"]
-    hosts = tmp_path / "certs.d" / upstream_registry.host
-    hosts.mkdir(parents=True)
-    (hosts / "hosts.toml").write_text(
-        f'server = "http://{upstream_registry.host}"\n\n'
-        f'[host."http://{pullthrough_server.host}"]\n  capabilities = ["pull", "resolve"]\n'
-    )
+    write_mirror_hosts(tmp_path / "certs.d", upstream_registry.host, pullthrough.url)
     with Containerd(tmp_path / "containerd") as containerd:
         containerd.pull(image.ref(upstream_registry.host), platform="linux/amd64", hosts_dir=tmp_path / "certs.d")
         assert containerd.image_digest(image.ref(upstream_registry.host)) == image.digest
-    assert httpx.get(f"{pullthrough_server.url}/v2/_catalog").json() == {"repositories": [f"up/{image.repository}"]}
-    answer = httpx.head(f"{pullthrough_server.url}/v2/{image.repository}/manifests/{image.tag}",
+    assert httpx.get(f"{pullthrough.url}/v2/_catalog").json() == {"repositories": [f"up/{image.repository}"]}
+    answer = httpx.head(f"{pullthrough.url}/v2/{image.repository}/manifests/{image.tag}",
                         params={"ns": upstream_registry.host})  # fmt: skip
     assert answer.status_code == 200 and answer.headers["oci-namespace"] == upstream_registry.host
-
-
-@pytest.fixture
-def pullthrough_server(tmp_path: Path, upstream_registry: DistributionRegistry):
-    rules = [{"prefix": PREFIX, "upstream": upstream_registry.url}]
-    with PullthroughServer(tmp_path / "cache", rules) as server:
-        yield server
 
 
 def test_mapped_names_and_denied_repositories(tmp_path: Path, upstream_registry, test_images):
@@ -82,16 +70,16 @@ def test_credentials_validation_and_stored_rules(tmp_path: Path, upstream_regist
                "--dest-creds", "puller:right", f"docker://{image.ref(upstream_registry.host)}",
                f"docker://{private.host}/{image.repository}:{image.tag}")  # fmt: skip
         data = ("--data-dir", cache.data_dir)
-        created = pullthrough("rules", "create", "private", "--upstream", private.url, "--credentials", f"file:{bad}",
+        created = cli("rules", "create", "private", "--upstream", private.url, "--credentials", f"file:{bad}",
                               *data)  # fmt: skip
         assert created.returncode == 0, created.stderr
-        refused = pullthrough("rules", "validate", "private", "--allow-private-upstreams", *data, "--output", "json")
+        refused = cli("rules", "validate", "private", "--allow-private-upstreams", *data, "--output", "json")
         report = json.loads(refused.stdout)
         assert refused.returncode == 1 and report["reachable"] and report["authentication"] == "refused"
         assert "wrong" not in refused.stdout + refused.stderr  # the secret is never shown
 
-        assert pullthrough("rules", "update", "private", "--credentials", f"file:{good}", *data).returncode == 0
-        accepted = pullthrough("rules", "validate", "private", "--allow-private-upstreams", "--image",
+        assert cli("rules", "update", "private", "--credentials", f"file:{good}", *data).returncode == 0
+        accepted = cli("rules", "validate", "private", "--allow-private-upstreams", "--image",
                                f"{image.repository}:{image.tag}", *data, "--output", "json")  # fmt: skip
         report = json.loads(accepted.stdout)
         assert accepted.returncode == 0 and report["authentication"] == "accepted"

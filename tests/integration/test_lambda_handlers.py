@@ -18,7 +18,7 @@ from moto import mock_aws
 
 from core.digest import Digest
 from core.rules import Rule, RuleSet
-from handlers.aws import AwsSettings, ensure_resources, store_rules
+from handlers.aws import AwsSettings, clients_for, ensure_resources, store_rules
 from handlers.lambda_local import LocalContext
 from tests.contract.test_upstreams import image_document, push_with_the_registry_api
 from tests.support.upstream import DistributionRegistry
@@ -50,6 +50,7 @@ def handlers(seeded) -> Iterator[dict[str, ModuleType]]:
     os.environ.update(ENVIRONMENT)
     os.environ.pop("AWS_ENDPOINT_URL", None)
     try:
+        clients_for.cache_clear()
         with mock_aws():
             settings = AwsSettings.from_environment()
             ensure_resources(settings)

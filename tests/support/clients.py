@@ -12,11 +12,9 @@ import hashlib
 import json
 import re
 import shutil
-import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 
 from . import proc
 
@@ -145,19 +143,21 @@ class Podman:
         return set(json.loads(out))
 
 
-def write_mirror_hosts(hosts_dir: Path, registry: str, mirror_url: str) -> None:
+def write_mirror_hosts(hosts_dir: Path, registry: str, mirror_url: str, *, override_path: bool = False) -> None:
     """Make containerd (`pull(..., hosts_dir=hosts_dir)`) fetch `registry`'s images through `mirror_url`.
 
-    containerd then adds `?ns=<registry>` to every request it sends to the mirror.
+    containerd then adds `?ns=<registry>` to every request it sends to the mirror. With `override_path`, the
+    mirror URL's path (e.g. `/v2/<prefix>`) replaces `/v2`.
     """
     host_dir = hosts_dir / registry
     host_dir.mkdir(parents=True, exist_ok=True)
+    override = "  override_path = true\n" if override_path else ""
     (host_dir / "hosts.toml").write_text(
-        f'server = "http://{registry}"\n\n[host."{mirror_url}"]\n  capabilities = ["pull", "resolve"]\n'
+        f'server = "http://{registry}"\n\n[host."{mirror_url}"]\n  capabilities = ["pull", "resolve"]\n{override}'
     )
 
 
-class Containerd:
+class Containerd(proc.BackgroundProcess):
     """A private containerd (root, state and socket under `workdir`, CRI disabled) driven with `ctr`.
 
     Images are unpacked with the `native` snapshotter so pulls need no overlay mounts.
@@ -169,7 +169,6 @@ class Containerd:
         if len(str(self.address)) > 100:  # sun_path is 108 bytes, and containerd adds ".ttrpc"
             raise ValueError(f"socket path too long for a unix socket: {self.address}")
         self.log = workdir / "containerd.log"
-        self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 30.0) -> None:
         """Start containerd and wait until ctr can talk to it."""
@@ -200,21 +199,6 @@ class Containerd:
                     self.stop()
                     raise
                 time.sleep(0.1)
-
-    def stop(self) -> None:
-        """Stop containerd (SIGTERM, then SIGKILL)."""
-        if self._proc is not None:
-            proc.stop(self._proc)
-            self._proc = None
-
-    def __enter__(self) -> Containerd:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     def ctr(self, *args: str, timeout: float = 300.0) -> bytes:
         """Run ctr against this containerd."""

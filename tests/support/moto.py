@@ -6,7 +6,6 @@ import re
 import sys
 import time
 from pathlib import Path
-from types import TracebackType
 
 from . import proc
 from .ports import free_port, wait_for_http
@@ -15,12 +14,11 @@ from .ports import free_port, wait_for_http
 _REQUEST = re.compile(r'"(?P<method>[A-Z]+) (?P<path>[^ ?]+)(?:\?\S*)? HTTP/[0-9.]+" (?P<status>\d{3})')
 
 
-class MotoServer:
+class MotoServer(proc.BackgroundProcess):
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.port = free_port()
         self.log = workdir / "moto.log"
-        self._proc = None
 
     @property
     def url(self) -> str:
@@ -28,15 +26,16 @@ class MotoServer:
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        command = [Path(sys.executable).parent / "moto_server", "-H", "127.0.0.1", "-p", str(self.port)]
+        command: list[str | Path] = [
+            Path(sys.executable).parent / "moto_server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+        ]
         with self.log.open("ab") as log:
             self._proc = proc.spawn(command, stdout=log, stderr=log)
         wait_for_http(f"{self.url}/moto-api/", timeout=30)
-
-    def stop(self) -> None:
-        if self._proc is not None:
-            proc.stop(self._proc)
-            self._proc = None
 
     def requests(self) -> list[tuple[str, str, int]]:
         """(method, path, status) of every request moto logged so far."""
@@ -46,12 +45,3 @@ class MotoServer:
             for match in map(_REQUEST.search, self.log.read_text(errors="replace").splitlines())
             if match
         ]
-
-    def __enter__(self) -> MotoServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()

@@ -8,7 +8,7 @@ import os
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Self
 
 Command = Sequence[str | Path]
 
@@ -69,6 +69,29 @@ def stop(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
             proc.kill()
             proc.wait()
     _RUNNING.discard(proc)
+
+
+class BackgroundProcess:
+    """A server the tests start and stop; as a context manager it is stopped even when the test fails.
+    Subclasses start it with spawn() into self._proc."""
+
+    _proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL; whatever the process left on disk stays, for a later start()."""
+        if self._proc is not None:
+            stop(self._proc)
+            self._proc = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
 
 
 @atexit.register

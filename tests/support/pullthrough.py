@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
 
 from . import proc
 from .ports import free_port, wait_for_http
 
+EXECUTABLE = Path(sys.executable).parent / "pullthrough"
 
-class PullthroughServer:
+
+def pullthrough_cli(*args: object, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the `pullthrough` command as a user would; output captured, the exit status left for the test to judge."""
+    command = [str(EXECUTABLE), *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})})
+
+
+class PullthroughServer(proc.BackgroundProcess):
     def __init__(
         self,
         workdir: Path,
@@ -30,7 +40,6 @@ class PullthroughServer:
         self.port = free_port()
         self.data_dir = workdir / "data"
         self.log = workdir / "pullthrough.log"
-        self._proc = None
 
     @property
     def host(self) -> str:
@@ -47,8 +56,7 @@ class PullthroughServer:
             rules_file = self.workdir / "rules.json"
             rules_file.write_text(json.dumps({"rules": self.rules}))
             rules = ["--rules", rules_file]
-        executable = Path(sys.executable).parent / "pullthrough"
-        command = [executable, "serve", "--host", "127.0.0.1", "--port", str(self.port), "--data-dir", self.data_dir,
+        command = [EXECUTABLE, "serve", "--host", "127.0.0.1", "--port", str(self.port), "--data-dir", self.data_dir,
                    *rules, "--workers", str(self.workers),
                    "--allow-private-upstreams",  # every upstream here is on 127.0.0.1
                    *self.extra_args]  # fmt: skip
@@ -65,17 +73,3 @@ class PullthroughServer:
                 if time.monotonic() > deadline:
                     self.stop()
                     raise
-
-    def stop(self) -> None:
-        if self._proc is not None:
-            proc.stop(self._proc)
-            self._proc = None
-
-    def __enter__(self) -> PullthroughServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 from . import proc
 from .ports import free_port, wait_for_http
@@ -40,7 +38,7 @@ def summarize(entries: list[AccessLogEntry]) -> tuple[int, int]:
     return len(entries), sum(entry.bytes for entry in entries)
 
 
-class DistributionRegistry:
+class DistributionRegistry(proc.BackgroundProcess):
     """distribution's registry on 127.0.0.1 with filesystem storage under `workdir`.
 
     With `proxy_remote_url` it runs in distribution's own pull-through-cache mode, the peer to compare with.
@@ -63,7 +61,6 @@ class DistributionRegistry:
         self.access_log = workdir / "access.log"
         self.error_log = workdir / "registry.log"
         self._config = workdir / "config.yml"
-        self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def host(self) -> str:
@@ -95,21 +92,6 @@ class DistributionRegistry:
                     self.stop()
                     log = self._log_since(log_start)
                     raise TimeoutError(f"docker-registry not answering on {self.host}:\n{log}") from None
-
-    def stop(self) -> None:
-        """Stop the registry (SIGTERM, then SIGKILL); storage and logs stay for a later start()."""
-        if self._proc is not None:
-            proc.stop(self._proc)
-            self._proc = None
-
-    def __enter__(self) -> DistributionRegistry:
-        self.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     def mark(self) -> int:
         """Current end of the access log, to pass to requests_since() later."""

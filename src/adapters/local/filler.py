@@ -131,7 +131,11 @@ class _Fill:
     def chunks(self, offset: int, length: int) -> Iterator[bytes]:
         assert self.writer is not None and self.size is not None
         end = offset + length
-        with self._open() as file:
+        # Opened while the fill runs or once it is renamed into place: an open file survives both.
+        file = _open_first(self.writer.temp_path, self._store.path(self.digest))
+        if file is None:  # neither: the fill failed and removed its temp file
+            raise self.error or Unavailable(f"fill of {self.digest} vanished")
+        with file:
             file.seek(offset)
             position = offset
             while position < end:
@@ -139,16 +143,6 @@ class _Fill:
                 data = file.read(min(READ_CHUNK, readable - position))
                 position += len(data)
                 yield data
-
-    def _open(self) -> BinaryIO:
-        """The temp file while it is being written, the blob once renamed into place (an open file survives both)."""
-        assert self.writer is not None
-        for path in (self.writer.temp_path, self._store.path(self.digest)):
-            try:
-                return open(path, "rb")
-            except FileNotFoundError:
-                continue
-        raise self.error or Unavailable(f"fill of {self.digest} vanished")
 
     def _wait_readable(self, position: int, end: int) -> int:
         with self._changed:
@@ -174,7 +168,10 @@ class _Follower:
     def chunks(self, offset: int, length: int) -> Iterator[bytes]:
         partial, final = self._store.partial_path(self._digest), self._store.path(self._digest)
         end = offset + length
-        with _open_first(partial, final) as file:
+        file = _open_first(partial, final)
+        if file is None:
+            raise Unavailable(f"the download of {self._digest} failed in another server process")
+        with file:
             file.seek(offset)
             position, progressed = offset, time.monotonic()
             while position < end:
@@ -193,13 +190,13 @@ class _Follower:
                     time.sleep(FOLLOW_POLL_SECONDS)
 
 
-def _open_first(*paths: Path) -> BinaryIO:
+def _open_first(*paths: Path) -> BinaryIO | None:
     for path in paths:
         try:
             return path.open("rb")
         except FileNotFoundError:
             continue
-    raise Unavailable("the blob being downloaded vanished")
+    return None
 
 
 class TeeFiller:

@@ -38,6 +38,7 @@ def validate_rule(rule: Rule, http: httpx.Client, addresses: AddressPolicy, imag
     try:
         addresses.check(rule.upstream_base)
         credentials = resolve_credentials(rule.credentials)
+        client = RegistryClient(rule, http, addresses, lambda: credentials)
         ping = http.get(f"{rule.upstream_base}/v2/")
         result.reachable = True
         challenge = parse_challenge(ping.headers.get("www-authenticate", "")) if ping.status_code == 401 else None
@@ -51,15 +52,12 @@ def validate_rule(rule: Rule, http: httpx.Client, addresses: AddressPolicy, imag
             answer = http.get(f"{rule.upstream_base}/v2/", headers={"Authorization": authorization or ""})
             result.authentication = "accepted" if answer.status_code == 200 else "refused"
         else:  # a token from the realm proves the credentials, for the sample repository's scope
-            client = RegistryClient(rule, http, addresses, lambda: credentials)
             client.token_for(challenge, f"repository:{rule.upstream_repository(repository)}:pull")
             result.authentication = "accepted" if credentials else "anonymous"
         if result.authentication == "refused":
             result.failure = "the upstream refused the rule's credentials"
         elif image and result.failure is None:
-            head = RegistryClient(rule, http, addresses, lambda: credentials).head_manifest(
-                rule.upstream_repository(repository), tag
-            )
+            head = client.head_manifest(rule.upstream_repository(repository), tag)
             result.sample = f"{image} -> {head.digest}"
     except httpx.HTTPError as exc:
         result.failure = f"{rule.upstream_base} unreachable: {type(exc).__name__}"
