@@ -59,7 +59,7 @@ def create_admin_app(store: MetadataStore, addresses: AddressPolicy) -> FastAPI:
         rule = find(_prefix(prefix))
         if rule is None:
             return _error(404, "NAME_UNKNOWN", f"no rule for {prefix!r}")
-        with default_http_client(timeout_seconds=10) as http:
+        with default_http_client(addresses, timeout_seconds=10) as http:
             return JSONResponse(validate_rule(rule, http, addresses, image).to_dict())
 
     return app

@@ -170,8 +170,9 @@ def validate(
     if rule is None:
         raise click.UsageError(f"no rule for {prefix!r}")
     allow = allow_private_upstreams or os.environ.get(ALLOW_PRIVATE_ENV) == "1"
-    with default_http_client(timeout_seconds=10) as http:
-        result = validate_rule(rule, http, AddressPolicy(allow_private=allow), image)
+    addresses = AddressPolicy(allow_private=allow)
+    with default_http_client(addresses, timeout_seconds=10) as http:
+        result = validate_rule(rule, http, addresses, image)
     if output == "json":
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:

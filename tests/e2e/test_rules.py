@@ -55,6 +55,20 @@ def test_mapped_names_and_denied_repositories(tmp_path: Path, upstream_registry,
         assert answer.status_code == 403 and answer.json()["errors"][0]["code"] == "DENIED"
 
 
+def test_upstreams_on_private_addresses_are_refused_by_default(tmp_path: Path, upstream_registry, test_images):
+    image = test_images["single-oci"]
+    port = upstream_registry.url.rsplit(":", 1)[1]
+    rules = [{"prefix": "by-address", "upstream": f"http://127.0.0.1:{port}"},
+             {"prefix": "by-name", "upstream": f"http://localhost:{port}"}]  # fmt: skip
+    with PullthroughServer(tmp_path / "cache", rules, allow_private_upstreams=False) as cache:
+        mark = upstream_registry.mark()
+        for prefix in ("by-address", "by-name"):  # the name is refused on the address it resolves to, at connect
+            answer = httpx.get(f"{cache.url}/v2/{prefix}/{image.repository}/manifests/{image.tag}")
+            assert answer.status_code == 403 and answer.json()["errors"][0]["code"] == "DENIED"
+            assert "non-public address" in answer.json()["errors"][0]["message"]
+        assert upstream_registry.requests_since(mark) == []
+
+
 def test_credentials_validation_and_stored_rules(tmp_path: Path, upstream_registry, test_images):
     image: TestImage = test_images["single-oci"]
     htpasswd = tmp_path / "htpasswd"

@@ -31,8 +31,10 @@ class PullthroughServer(proc.BackgroundProcess):
         workers: int = 1,
         extra_args: tuple[str, ...] = (),
         env: dict[str, str] | None = None,
+        allow_private_upstreams: bool = True,  # every test upstream is on 127.0.0.1
     ) -> None:
         self.workdir = workdir
+        self.allow_private_upstreams = allow_private_upstreams
         self.rules = rules
         self.workers = workers
         self.extra_args = extra_args
@@ -58,7 +60,7 @@ class PullthroughServer(proc.BackgroundProcess):
             rules = ["--rules", rules_file]
         command = [EXECUTABLE, "serve", "--host", "127.0.0.1", "--port", str(self.port), "--data-dir", self.data_dir,
                    *rules, "--workers", str(self.workers),
-                   "--allow-private-upstreams",  # every upstream here is on 127.0.0.1
+                   *(["--allow-private-upstreams"] if self.allow_private_upstreams else []),
                    *self.extra_args]  # fmt: skip
         with self.log.open("ab") as log:
             self._proc = proc.spawn(command, stdout=log, stderr=log, env=self.env)

@@ -18,7 +18,7 @@ from urllib.parse import urlencode, urljoin, urlsplit
 
 import httpx
 
-from adapters.upstream.addresses import ALLOW_PRIVATE_ENV, AddressPolicy
+from adapters.upstream.addresses import ALLOW_PRIVATE_ENV, AddressPolicy, checked_http_transport
 from adapters.upstream.auth import (
     DEFAULT_TOKEN_LIFETIME_SECONDS,
     Challenge,
@@ -52,11 +52,12 @@ DEFAULT_RETRY_AFTER_SECONDS = 60
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
-def default_http_client(timeout_seconds: float = 30.0) -> httpx.Client:
-    """`timeout_seconds` bounds each connect, read and write: a slow upstream fails the request, not hangs it."""
+def default_http_client(addresses: AddressPolicy, timeout_seconds: float = 30.0) -> httpx.Client:
+    """Connections only to what `addresses` allows. `timeout_seconds` bounds each connect, read and write: a slow
+    upstream fails the request, not hangs it."""
     return httpx.Client(
+        transport=checked_http_transport(addresses, httpx.Limits(max_connections=64, max_keepalive_connections=32)),
         timeout=httpx.Timeout(timeout_seconds, connect=min(5.0, timeout_seconds)),
-        limits=httpx.Limits(max_connections=64, max_keepalive_connections=32),
         follow_redirects=False,
         headers={"User-Agent": "pullthrough", "Accept-Encoding": "identity"},
     )
@@ -285,8 +286,8 @@ class HttpUpstreams:
     """One RegistryClient per rule, sharing a connection pool."""
 
     def __init__(self, http: httpx.Client | None = None, addresses: AddressPolicy | None = None) -> None:
-        self._http = http or default_http_client(float(os.environ.get(TIMEOUT_ENV, "30")))
         self._addresses = addresses or AddressPolicy(allow_private=os.environ.get(ALLOW_PRIVATE_ENV) == "1")
+        self._http = http or default_http_client(self._addresses, float(os.environ.get(TIMEOUT_ENV, "30")))
         self._clients: dict[Rule, RegistryClient] = {}
         self._lock = threading.Lock()
 

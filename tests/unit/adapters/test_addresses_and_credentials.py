@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import http.server
 import json
+import socket
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
 import pytest
 from moto import mock_aws
 
-from adapters.upstream.addresses import AddressForbidden, AddressPolicy
+from adapters.upstream.addresses import AddressForbidden, AddressPolicy, IPAddress
+from adapters.upstream.client import default_http_client
 from adapters.upstream.credentials import Credentials, CredentialsUnavailable, resolve_credentials
 
 
 @pytest.mark.parametrize(
     "url",
-    ["http://127.0.0.1:5000", "http://localhost", "http://169.254.169.254/latest/meta-data", "http://10.0.0.8",
+    ["http://127.0.0.1:5000", "http://169.254.169.254/latest/meta-data", "http://10.0.0.8",
      "http://172.16.0.1", "http://192.168.1.1", "http://[::1]:5000", "http://[fd00:ec2::254]", "http://0.0.0.0",
      "http://100.64.0.1", "http://224.0.0.1", "ftp://example.com", "file:///etc/passwd", "gopher://x"],
 )  # fmt: skip
@@ -30,6 +35,87 @@ def test_public_addresses_pass_and_private_ones_only_when_allowed():
     AddressPolicy(allow_private=True).check("http://127.0.0.1:5000")
     with pytest.raises(AddressForbidden):
         AddressPolicy(allow_private=True).check("file:///etc/passwd")
+
+
+class _Listener:
+    """A TCP listener on loopback that records whether anything connected."""
+
+    def __init__(self) -> None:
+        self.socket = socket.create_server(("127.0.0.1", 0))
+        self.socket.settimeout(0.2)
+        self.port = self.socket.getsockname()[1]
+
+    def connected(self) -> bool:
+        try:
+            self.socket.accept()[0].close()
+            return True
+        except TimeoutError:
+            return False
+
+
+@pytest.fixture
+def listener() -> Iterator[_Listener]:
+    server = _Listener()
+    yield server
+    server.socket.close()
+
+
+@pytest.fixture
+def resolver(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
+    """Host names answered from a dict, the way a DNS server under an attacker's control would answer them."""
+    answers: dict[str, list[str]] = {}
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: str, port: int, *args: object, **kwargs: object) -> list[tuple[object, ...]]:
+        if host in answers:
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port)) for address in answers[host]]
+        return real(host, port, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return answers
+
+
+def test_a_name_is_checked_on_the_address_actually_dialled(listener: _Listener, resolver: dict[str, list[str]]):
+    policy = AddressPolicy()
+    resolver["rebound.example"] = ["127.0.0.1"]  # a public answer for the check, then this one: one lookup now
+    policy.check(f"http://rebound.example:{listener.port}/v2/")  # names pass the pre-request check...
+    with default_http_client(policy) as http, pytest.raises(AddressForbidden, match="non-public"):
+        http.get(f"http://rebound.example:{listener.port}/v2/")  # ...and are refused where the socket is opened
+    with default_http_client(policy) as http, pytest.raises(AddressForbidden):
+        http.get(f"http://localhost:{listener.port}/v2/")
+    resolver["mixed.example"] = ["8.8.8.8", "127.0.0.1"]  # one bad address is enough to refuse the name
+    with default_http_client(policy) as http, pytest.raises(AddressForbidden):
+        http.get(f"http://mixed.example:{listener.port}/v2/")
+    assert not listener.connected()
+
+
+def test_an_allowed_name_is_dialled_at_the_checked_address_with_its_own_host_header(resolver: dict[str, list[str]]):
+    class LoopbackOnly(AddressPolicy):
+        def allows(self, address: IPAddress) -> bool:
+            return address.is_loopback
+
+    seen: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.headers["Host"])
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    resolver["registry.example"] = ["127.0.0.1"]
+    try:
+        with default_http_client(LoopbackOnly()) as client:
+            port = server.server_address[1]
+            assert client.get(f"http://registry.example:{port}/v2/").status_code == 200
+        assert seen == [f"registry.example:{port}"]
+    finally:
+        server.shutdown()
 
 
 def test_a_redirect_to_the_metadata_service_is_refused_by_the_client():
