@@ -14,7 +14,7 @@ import boto3
 from botocore.config import Config
 
 from adapters.aws.dispatch import LambdaDispatcher, ThreadDispatcher
-from adapters.aws.dynamodb_metadata_store import DynamoMetadataStore
+from adapters.aws.dynamodb_metadata_store import TABLE_SCHEMA, DynamoMetadataStore
 from adapters.aws.filler import FillDispatcher, LeasedFiller
 from adapters.aws.s3_blob_store import S3BlobStore
 from adapters.aws.signing_keys import SecretSigningKeys
@@ -132,15 +132,7 @@ def ensure_resources(settings: AwsSettings) -> None:
     clients = clients_for(settings)
     existing_tables = clients.dynamodb.list_tables()["TableNames"]
     if settings.table not in existing_tables:
-        clients.dynamodb.create_table(
-            TableName=settings.table,
-            BillingMode="PAY_PER_REQUEST",
-            AttributeDefinitions=[
-                {"AttributeName": "pk", "AttributeType": "S"},
-                {"AttributeName": "sk", "AttributeType": "S"},
-            ],
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-        )
+        clients.dynamodb.create_table(TableName=settings.table, BillingMode="PAY_PER_REQUEST", **TABLE_SCHEMA)
         clients.dynamodb.get_waiter("table_exists").wait(TableName=settings.table)
     existing_buckets = {bucket["Name"] for bucket in clients.s3.list_buckets()["Buckets"]}
     if settings.bucket not in existing_buckets:

@@ -112,6 +112,13 @@ class MetadataStoreContract:
             ("repo", "old"),
         ]
         assert store.stale_tags("s", checked_before=200.0, pulled_after=800.0, limit=1) == [("repo", "older")]
+        store.record_pull("s", "repo", "forgotten", 990.0)  # pulled again: back in the window, the oldest check
+        assert store.stale_tags("s", checked_before=200.0, pulled_after=800.0, limit=10) == [
+            ("repo", "forgotten"),
+            ("repo", "older"),
+            ("repo", "old"),
+        ]
+        assert store.stale_tags("t", checked_before=200.0, pulled_after=800.0, limit=10) == [("repo", "other-scope")]
 
     def test_backoff_holds_until_it_expires(self, store: MetadataStore, clock):
         assert store.get_backoff("https://up.example") is None

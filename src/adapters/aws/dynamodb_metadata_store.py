@@ -2,7 +2,7 @@
 
 | item | pk | sk | attributes |
 |---|---|---|---|
-| tag | `TAG#<scope>#<repository>` | `<tag>` | digest, media_type, size, checked_at, pulled_at |
+| tag | `TAG#<scope>#<repository>` | `<tag>` | digest, media_type, size, checked_at, pulled_at, tag_scope |
 | manifest | `MANIFEST#<scope>#<digest>` | `-` | repository, media_type, size |
 | blob | `BLOB#<scope>#<digest>` | `-` | size |
 | repository index | `REPOSITORIES` | `<scope>#<repository>` | |
@@ -14,6 +14,11 @@
 Manifests and blobs get a partition each, so hot content spreads over partitions; tags of one repository share one,
 so listing them is a Query. Expired leases may linger up to two days before TTL deletes them: reads always compare
 `expires_at` with the clock.
+
+The `pulled` index (partition `tag_scope` = `SCOPE#<scope>`, sort `pulled_at`, projecting `checked_at`) lets a
+refresh run Query the tags of one rule pulled within its window: it reads the working set, never the whole table,
+however many abandoned tags, manifests and blobs the table holds. Pulls are recorded at most once a minute per tag,
+which bounds the index's writes.
 """
 
 from __future__ import annotations
@@ -33,6 +38,28 @@ from core.ports import Backoff, ManifestRecord, TagRecord
 from core.rules import Rule
 
 SINGLE = "-"
+PULLED_INDEX = "pulled"
+
+TABLE_SCHEMA: dict[str, Any] = {
+    "AttributeDefinitions": [
+        {"AttributeName": "pk", "AttributeType": "S"},
+        {"AttributeName": "sk", "AttributeType": "S"},
+        {"AttributeName": "tag_scope", "AttributeType": "S"},
+        {"AttributeName": "pulled_at", "AttributeType": "N"},
+    ],
+    "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+    "GlobalSecondaryIndexes": [
+        {
+            "IndexName": PULLED_INDEX,
+            "KeySchema": [
+                {"AttributeName": "tag_scope", "KeyType": "HASH"},
+                {"AttributeName": "pulled_at", "KeyType": "RANGE"},
+            ],
+            "Projection": {"ProjectionType": "INCLUDE", "NonKeyAttributes": ["checked_at"]},
+        }
+    ],
+}
+"""The table's keys and indexes, shared by the SAM template (a test compares them) and `ensure_resources`."""
 
 
 def _s(value: str) -> dict[str, str]:
@@ -67,7 +94,7 @@ class DynamoMetadataStore:
         self._put({
             "pk": _s(f"TAG#{scope}#{repository}"), "sk": _s(tag),
             "digest": _s(str(manifest.digest)), "media_type": _s(manifest.media_type), "size": _n(manifest.size),
-            "checked_at": _n(record.checked_at), "pulled_at": _n(record.pulled_at),
+            "checked_at": _n(record.checked_at), "pulled_at": _n(record.pulled_at), "tag_scope": _s(f"SCOPE#{scope}"),
         })  # fmt: skip
         self._index_repository(scope, repository)
 
@@ -77,20 +104,22 @@ class DynamoMetadataStore:
                 self._client.update_item,
                 TableName=self._table,
                 Key={"pk": _s(f"TAG#{scope}#{repository}"), "sk": _s(tag)},
-                UpdateExpression="SET pulled_at = :t",
+                UpdateExpression="SET pulled_at = :t, tag_scope = :scope",
                 ConditionExpression="attribute_exists(pk) AND pulled_at < :t",
-                ExpressionAttributeValues={":t": _n(pulled_at)},
+                ExpressionAttributeValues={":t": _n(pulled_at), ":scope": _s(f"SCOPE#{scope}")},
             )
 
     def stale_tags(self, scope: str, checked_before: float, pulled_after: float, limit: int) -> list[tuple[str, str]]:
-        """A filtered Scan: it reads the whole table, which is fine for a scheduled run over a cache's metadata."""
+        """A Query of the `pulled` index: the tags pulled within the window, sorted here by when they were checked."""
         prefix = f"TAG#{scope}#"
-        paginator = self._client.get_paginator("scan")
+        paginator = self._client.get_paginator("query")
         pages = paginator.paginate(
             TableName=self._table,
-            FilterExpression="begins_with(pk, :prefix) AND checked_at < :checked AND pulled_at >= :pulled",
+            IndexName=PULLED_INDEX,
+            KeyConditionExpression="tag_scope = :scope AND pulled_at >= :pulled",
+            FilterExpression="checked_at < :checked",
             ExpressionAttributeValues={
-                ":prefix": _s(prefix),
+                ":scope": _s(f"SCOPE#{scope}"),
                 ":checked": _n(checked_before),
                 ":pulled": _n(pulled_after),
             },

@@ -21,6 +21,7 @@ CREATE TABLE IF NOT EXISTS tags (
     checked_at REAL NOT NULL, pulled_at REAL NOT NULL,
     PRIMARY KEY (scope, repository, tag)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS tags_by_pull ON tags (scope, pulled_at);  -- a refresh run's recently pulled tags
 CREATE TABLE IF NOT EXISTS manifests (
     scope TEXT NOT NULL, digest TEXT NOT NULL, repository TEXT NOT NULL,
     media_type TEXT NOT NULL, size INTEGER NOT NULL,
