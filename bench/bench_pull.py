@@ -93,7 +93,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="pullthrough server processes (2 cores here)")
     parser.add_argument("--big-mib", type=int, default=1024, help="size of the blob for the memory figure")
     parser.add_argument("--clients", type=int, default=8, help="concurrent clients in the fleet scenario")
-    parser.add_argument("--repeat", type=int, default=5, help="fresh caches for the median cold pull time")
+    parser.add_argument("--repeat", type=int, default=5, help="fresh caches for the median pull times")
     parser.add_argument("--fleet-image", choices=["big", "multi"], default="big")
     args = parser.parse_args()
 
@@ -118,7 +118,7 @@ def main() -> None:
                 for subject in subjects:
                     measure_pulls(subject, big, upstream, work, rows)
                     measure_rates(subject, big, upstream, args, rows)
-            cold_median_rows(work, upstream, big, rules, args, rows, [s.name for s in subjects])
+            median_rows(work, upstream, big, rules, args, rows, [s.name for s in subjects])
             fleet_rows(work, upstream, images, rules, args, rows, [s.name for s in subjects])
             memory_rows(work, upstream, rules, args, rows, [s.name for s in subjects])
         print_table(rows, [s.name for s in subjects], big)
@@ -150,19 +150,30 @@ def measure_rates(subject: Subject, image: TestImage, upstream: DistributionRegi
         rows.setdefault(f"  upstream requests during that run ({label})", {})[subject.name] = f"{requests:,}"
 
 
-def cold_median_rows(work: Path, upstream: DistributionRegistry, image: TestImage, rules: list[dict[str, object]],
-                     args: argparse.Namespace, rows: dict[str, dict[str, str]], names: list[str]) -> None:  # fmt: skip
-    """Loopback pull times move by a tenth of a second from run to run: the median over fresh caches."""
-    times: dict[str, list[float]] = {name: [] for name in names}
+def median_rows(work: Path, upstream: DistributionRegistry, image: TestImage, rules: list[dict[str, object]],
+                args: argparse.Namespace, rows: dict[str, dict[str, str]], names: list[str]) -> None:  # fmt: skip
+    """Loopback pull times move by a tenth of a second from run to run: medians over fresh caches, taking turns at
+    going first so that neither always pulls right after the other."""
+    cold: dict[str, list[float]] = {name: [] for name in names}
+    warm: dict[str, list[float]] = {name: [] for name in names}
+
+    def pull_twice(name: str, cache: PullthroughServer | DistributionRegistry, prefix: str) -> None:
+        cold[name].append(timed_pull(image.ref(cache.host, prefix), upstream, work / "out").seconds)
+        warm[name].append(timed_pull(image.ref(cache.host, prefix), upstream, work / "out").seconds)
+
     for run in range(args.repeat):
-        with PullthroughServer(work / f"pullthrough-cold-{run}", rules, workers=args.workers) as pullthrough:
-            times[names[0]].append(timed_pull(image.ref(pullthrough.host, PREFIX), upstream, work / "out").seconds)
-        with DistributionRegistry(work / f"proxy-cold-{run}", proxy_remote_url=upstream.url) as proxy:
-            times[names[1]].append(timed_pull(image.ref(proxy.host), upstream, work / "out").seconds)
-    for name, values in times.items():
-        rows.setdefault(f"cold pull by tag: median of {args.repeat} fresh caches", {})[name] = (
-            f"{statistics.median(values):.2f} s"
-        )
+        subjects: list[tuple[str, PullthroughServer | DistributionRegistry, str]] = [
+            (names[0], PullthroughServer(work / f"pullthrough-{run}", rules, workers=args.workers), PREFIX),
+            (names[1], DistributionRegistry(work / f"proxy-{run}", proxy_remote_url=upstream.url), ""),
+        ]
+        for name, cache, prefix in subjects if run % 2 == 0 else reversed(subjects):
+            with cache:  # started here, stopped before the other one starts
+                pull_twice(name, cache, prefix)
+    for label, times in (("cold", cold), ("warm", warm)):
+        for name, values in times.items():
+            rows.setdefault(f"{label} pull by tag: median of {args.repeat} fresh caches", {})[name] = (
+                f"{statistics.median(values):.2f} s"
+            )
 
 
 def fleet_rows(work: Path, upstream: DistributionRegistry, images: dict[str, TestImage], rules: list[dict[str, object]],
