@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from core.digest import Digest
 from core.errors import BlobUnknown, ManifestUnknown, NameUnknown, RegistryError
 from core.mediatypes import DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, OCI_INDEX, OCI_MANIFEST
-from core.ports import TagPage, UpstreamBlob, UpstreamHead, UpstreamManifest
+from core.ports import RateLimit, TagPage, UpstreamBlob, UpstreamHead, UpstreamManifest
 from core.rules import Rule
 
 
@@ -30,6 +30,7 @@ class FakeUpstream:
         self.chunk_size = 1 << 16
         self.delay = 0.0  # seconds each call takes, so concurrent requests overlap
         self.chunk_delay = 0.0  # seconds between blob chunks: a slow download
+        self.rate_limit: RateLimit | None = None  # what HEADs report of the pull allowance
 
     # -- building content -----------------------------------------------------------------------------------------
 
@@ -79,7 +80,7 @@ class FakeUpstream:
     def head_manifest(self, repository: str, reference: str) -> UpstreamHead:
         self._call("head_manifest")
         data, media_type = self._manifest(repository, reference)
-        return UpstreamHead(Digest.of(data), media_type, len(data))
+        return UpstreamHead(Digest.of(data), media_type, len(data), self.rate_limit)
 
     def get_manifest(self, repository: str, reference: str) -> UpstreamManifest:
         self._call("get_manifest")

@@ -41,6 +41,7 @@ from core.ports import (
     Metrics,
     NoEvents,
     NoMetrics,
+    RateLimit,
     SizeOnly,
     SyncEvent,
     TagRecord,
@@ -58,8 +59,22 @@ UPSTREAM_FAILURES = (Unavailable, TooManyRequests)
 PULL_RECORD_GRANULARITY_SECONDS = 60.0
 
 
+# A refresh leaves this share of the upstream's pull allowance (at least RESERVED_PULLS_MINIMUM) to clients.
+RESERVED_PULLS_FRACTION = 0.1
+RESERVED_PULLS_MINIMUM = 5
+
+
 class NeedsUpstream(Exception):
     """Raised by a local-only cache (see `PullThroughCache.local_only`) when the answer needs the upstream."""
+
+
+class _PullsReserved(Exception):
+    """A refresh would spend one of the last pulls the upstream allows: those are kept for clients."""
+
+
+def _reserved_pulls(rate_limit: RateLimit) -> int:
+    share = int(rate_limit.limit * RESERVED_PULLS_FRACTION) if rate_limit.limit else 0
+    return max(RESERVED_PULLS_MINIMUM, share)
 
 
 class _NoUpstreams:
@@ -78,10 +93,10 @@ class ServedManifest:
 class RefreshOutcome:
     name: str
     tag: str
-    status: str  # "unchanged", "updated" or "failed"
+    status: str  # "unchanged", "updated", "deferred" (the upstream's last pulls are kept for clients) or "failed"
     digest: str | None
     previous_digest: str | None
-    failure: str | None = None  # "CODE: message"
+    reason: str | None = None  # why it failed ("CODE: message") or was deferred
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +226,8 @@ class PullThroughCache:
             if head.digest == cached.manifest.digest:
                 record = cached.manifest
             elif head.digest is not None:
+                if not pulled:
+                    self._keep_last_pulls_for_clients(route, head.digest, head.rate_limit)
                 record = self._manifest_by_digest(route, head.digest)
         if record is None:
             self._metrics.count("TagMiss")
@@ -223,6 +240,13 @@ class PullThroughCache:
         pulled_at = max(previous_pull, answered_at) if pulled else previous_pull
         self._metadata.put_tag(route.scope, route.repository, tag, TagRecord(record, answered_at, pulled_at))
         return record
+
+    def _keep_last_pulls_for_clients(self, route: Route, digest: Digest, rate_limit: RateLimit | None) -> None:
+        """A refresh about to GET a manifest (a pull, to Docker Hub) stops when the upstream allows only a few more."""
+        if rate_limit is None or rate_limit.remaining > _reserved_pulls(rate_limit):
+            return
+        if self._cached_manifest(route, digest) is None:
+            raise _PullsReserved(f"the upstream allows {rate_limit.remaining} more pulls for now")
 
     def _store_manifest(self, route: Route, data: bytes, content_type: str | None, digest: Digest) -> ManifestRecord:
         if Digest.of(data, digest.algorithm) != digest:
@@ -340,6 +364,9 @@ class PullThroughCache:
         previous = str(cached.manifest.digest) if cached is not None else None
         try:
             record = self._revalidate_once(route, tag, cached, asked_at, pulled=False)
+        except _PullsReserved as exc:  # not a failure: the tag moved, and the next run (or pull) fetches it
+            self._metrics.count("RefreshDeferred")
+            return RefreshOutcome(name, tag, "deferred", previous, previous, f"{exc}; kept for clients")
         except RegistryError as exc:
             self._metrics.count("RefreshFailed")
             self._publish(route, tag, None, exc)

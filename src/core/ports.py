@@ -176,6 +176,16 @@ class UpstreamHead:
     digest: Digest | None
     media_type: str | None
     size: int | None
+    rate_limit: RateLimit | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """What the upstream says is left of its pull allowance (Docker Hub: `ratelimit-remaining: 17;w=21600`, sent on
+    HEADs too, which do not count as pulls)."""
+
+    remaining: int
+    limit: int | None
 
 
 @dataclass(frozen=True, slots=True)

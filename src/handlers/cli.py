@@ -177,8 +177,10 @@ def refresh(
     else:
         outcomes = cache.refresh_stale(pulled_within_seconds=window_days * 86400, limit=limit)
     for outcome in outcomes:
-        change = {"updated": f"{outcome.previous_digest} -> {outcome.digest}", "failed": outcome.failure}
-        click.echo(f"{outcome.name}:{outcome.tag}\t{outcome.status}\t{change.get(outcome.status, outcome.digest)}")
+        change = outcome.reason or (
+            f"{outcome.previous_digest} -> {outcome.digest}" if outcome.status == "updated" else outcome.digest
+        )
+        click.echo(f"{outcome.name}:{outcome.tag}\t{outcome.status}\t{change}")
     if reference is None:
         click.echo(f"{len(outcomes)} tags revalidated", err=True)
     if any(outcome.status == "failed" for outcome in outcomes):

@@ -32,5 +32,6 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, int]:
     for outcome in outcomes:
         if outcome.status != "unchanged":
             logger.info("refreshed", extra={"tag": f"{outcome.name}:{outcome.tag}", "status": outcome.status,
-                                            "digest": outcome.digest, "failure": outcome.failure})  # fmt: skip
-    return {"revalidated": len(outcomes), **{status: summary[status] for status in ("unchanged", "updated", "failed")}}
+                                            "digest": outcome.digest, "reason": outcome.reason})  # fmt: skip
+    statuses = ("unchanged", "updated", "deferred", "failed")
+    return {"revalidated": len(outcomes), **{status: summary[status] for status in statuses}}

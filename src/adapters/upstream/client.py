@@ -39,7 +39,7 @@ from core.errors import (
     Unavailable,
 )
 from core.mediatypes import UPSTREAM_ACCEPT
-from core.ports import TagPage, UpstreamBlob, UpstreamHead, UpstreamManifest
+from core.ports import RateLimit, TagPage, UpstreamBlob, UpstreamHead, UpstreamManifest
 from core.rules import Rule
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 TIMEOUT_ENV = "PULLTHROUGH_UPSTREAM_TIMEOUT_SECONDS"
 MAX_REDIRECTS = 5
 RATE_LIMIT_WARNING = 10
+RATE_LIMIT_HEADERS = ("ratelimit-remaining", "ratelimit-limit")
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # the spec's "at least 4 MB"; containerd refuses more than that, too
 DEFAULT_RETRY_AFTER_SECONDS = 60
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -90,6 +91,7 @@ class RegistryClient:
                 digest=_parse_digest_header(digest),
                 media_type=response.headers.get("content-type"),
                 size=int(length) if length and length.isdigit() else None,
+                rate_limit=_rate_limit(response.headers),
             )
 
     def get_manifest(self, repository: str, reference: str) -> UpstreamManifest:
@@ -156,10 +158,10 @@ class RegistryClient:
                 response.close()
 
     def _watch_rate_limit(self, response: httpx.Response) -> None:
-        """Docker Hub says how many pulls are left ("ratelimit-remaining: 17;w=21600"): warn before it runs out."""
-        remaining = response.headers.get("ratelimit-remaining", "").split(";", 1)[0].strip()
-        if remaining.isdigit() and int(remaining) <= RATE_LIMIT_WARNING:
-            log.warning("upstream %s: %s pulls left in its rate-limit window", self._home_host, remaining)
+        """Warn before the upstream's pull allowance runs out."""
+        rate_limit = _rate_limit(response.headers)
+        if rate_limit is not None and rate_limit.remaining <= RATE_LIMIT_WARNING:
+            log.warning("upstream %s: %d pulls left in its rate-limit window", self._home_host, rate_limit.remaining)
 
     def _authorized_request(self, method: str, url: str, headers: dict[str, str], scope: str) -> httpx.Response:
         host = urlsplit(url).netloc
@@ -280,6 +282,14 @@ def _retry_after(response: httpx.Response) -> int:
         return max(int(email.utils.parsedate_to_datetime(value).timestamp() - time.time()), 1)
     except (TypeError, ValueError):
         return DEFAULT_RETRY_AFTER_SECONDS
+
+
+def _rate_limit(headers: httpx.Headers) -> RateLimit | None:
+    """Docker Hub's `ratelimit-remaining: 17;w=21600` and `ratelimit-limit: 100;w=21600`."""
+    remaining, limit = (headers.get(name, "").split(";", 1)[0].strip() for name in RATE_LIMIT_HEADERS)
+    if not remaining.isdigit():
+        return None
+    return RateLimit(int(remaining), int(limit) if limit.isdigit() else None)
 
 
 class HttpUpstreams:

@@ -13,6 +13,7 @@ from adapters.upstream.addresses import AddressPolicy
 from adapters.upstream.client import RegistryClient
 from adapters.upstream.credentials import Credentials
 from core.errors import Denied, TooManyRequests
+from core.ports import RateLimit
 from core.rules import Rule
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -44,7 +45,11 @@ def docker_hub_like(request: httpx.Request) -> httpx.Response:
     return httpx.Response(
         200,
         content=MANIFEST,
-        headers={"ratelimit-remaining": "3;w=21600", "content-type": "application/vnd.oci.image.manifest.v1+json"},
+        headers={
+            "ratelimit-remaining": "3;w=21600",
+            "ratelimit-limit": "100;w=21600",
+            "content-type": "application/vnd.oci.image.manifest.v1+json",
+        },
     )
 
 
@@ -57,6 +62,7 @@ def test_bearer_token_is_fetched_once_and_reused(caplog: pytest.LogCaptureFixtur
     assert hosts == ["registry.example", "auth.example", "registry.example", "registry.example"]
     assert seen[1].headers["authorization"].startswith("Basic ")  # the rule's credentials, to its own realm only
     assert "3 pulls left" in caplog.text
+    assert client.head_manifest("library/alpine", "3").rate_limit == RateLimit(remaining=3, limit=100)
 
 
 def test_redirects_to_another_host_carry_no_credentials():

@@ -12,7 +12,7 @@ from adapters.local.metadata_store import SqliteMetadataStore
 from core.cache import PullThroughCache
 from core.errors import Unavailable
 from core.mediatypes import Accept
-from core.ports import SyncEvent
+from core.ports import RateLimit, SyncEvent
 from tests.conftest import TTL, Clock
 from tests.fakes import FakeUpstream, FakeUpstreams
 
@@ -89,6 +89,35 @@ def test_refresh_skips_tags_nobody_pulled_lately_and_is_bounded(cache, upstream,
     assert cache.refresh_stale(pulled_within_seconds=30 * DAY, limit=100) == []
 
 
+def test_refresh_leaves_the_upstreams_last_pulls_to_clients(cache, upstream, clock, events):
+    upstream.add_image("library/app", "v1", layer=b"old")
+    old = cache.manifest("up/library/app", "v1", ANY, with_body=False).record.digest
+    new = upstream.add_image("library/app", "v1", layer=b"new")
+    clock.advance(TTL + 1)
+    upstream.rate_limit = RateLimit(remaining=10, limit=100)  # a tenth of the allowance is kept for clients
+    upstream.calls.clear()
+    [deferred] = cache.refresh_stale(pulled_within_seconds=30 * DAY, limit=10)
+    assert (deferred.status, deferred.digest) == ("deferred", str(old))
+    assert deferred.reason == "the upstream allows 10 more pulls for now; kept for clients"
+    assert upstream.calls == {"head_manifest": 1}  # HEADs are free on Docker Hub; the GET would have been a pull
+    assert events.events == []  # not a failure: nothing to alarm on
+    # the tag is still stale: the next run tries again, and a client's own pull spends what it needs
+    upstream.rate_limit = RateLimit(remaining=11, limit=100)
+    [updated] = cache.refresh_stale(pulled_within_seconds=30 * DAY, limit=10)
+    assert (updated.status, updated.digest) == ("updated", str(new))
+
+
+def test_a_refresh_that_needs_no_pull_goes_ahead_whatever_is_left(cache, upstream, clock):
+    first = upstream.add_image("library/app", "v1", layer=b"one")
+    cache.manifest("up/library/app", "v1", ANY, with_body=False)
+    second = upstream.add_image("library/app", "v1", layer=b"two")
+    cache.manifest("up/library/app", f"{second}", ANY, with_body=False)  # already cached by digest
+    clock.advance(TTL + 1)
+    upstream.rate_limit = RateLimit(remaining=0, limit=None)
+    [outcome] = cache.refresh_stale(pulled_within_seconds=30 * DAY, limit=10)
+    assert (outcome.status, outcome.previous_digest, outcome.digest) == ("updated", str(first), str(second))
+
+
 def test_limit_bounds_a_run_and_the_next_run_carries_on(cache, upstream, clock):
     for tag in ("a", "b", "c"):
         upstream.add_image("library/app", tag)
@@ -106,7 +135,7 @@ def test_failures_are_reported_and_published_and_the_cached_tag_kept(cache, upst
     clock.advance(TTL + 1)
     upstream.failure = Unavailable("upstream down")
     [outcome] = cache.refresh_stale(pulled_within_seconds=30 * DAY, limit=10)
-    assert outcome.status == "failed" and outcome.failure == "UNAVAILABLE: upstream down"
+    assert outcome.status == "failed" and outcome.reason == "UNAVAILABLE: upstream down"
     assert events.events[0].detail()["sync-status"] == "FAILED"
     assert events.events[0].detail()["failure-code"] == "UNAVAILABLE"
     served = cache.manifest("up/library/app", "v1", ANY, with_body=False)
