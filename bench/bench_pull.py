@@ -93,7 +93,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="pullthrough server processes (2 cores here)")
     parser.add_argument("--big-mib", type=int, default=1024, help="size of the blob for the memory figure")
     parser.add_argument("--clients", type=int, default=8, help="concurrent clients in the fleet scenario")
-    parser.add_argument("--repeat", type=int, default=5, help="fresh caches for the median pull times")
+    parser.add_argument("--repeat", type=int, default=15, help="fresh caches for the median pull times")
     parser.add_argument("--fleet-image", choices=["big", "multi"], default="big")
     args = parser.parse_args()
 
