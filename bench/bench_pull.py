@@ -8,6 +8,7 @@ warm manifest requests per second (wrk, 16 connections, by tag and by digest), a
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import statistics
@@ -77,6 +78,7 @@ def fill_big_blob(subject: Subject, image: TestImage) -> tuple[float, float]:
     """Pull a cold blob with curl (discarding it) and return (seconds, peak RSS of the cache in MiB)."""
     name = "/".join(part for part in (subject.prefix, image.repository) if part)
     url = f"http://{subject.host}/v2/{name}/blobs/{image.largest_blob}"
+    os.sync()  # both caches write the blob: each starts with no other write-back pending (building the image is)
     started = time.perf_counter()
     received = subprocess.run(
         ["curl", "-sf", "-o", "/dev/null", "-w", "%{size_download}", url], capture_output=True, text=True, check=True
