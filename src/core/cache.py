@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -16,7 +14,6 @@ from core.errors import (
     DigestMismatch,
     ManifestInvalid,
     ManifestUnknown,
-    RegistryError,
     TooManyRequests,
     Unavailable,
 )
@@ -34,16 +31,13 @@ from core.ports import (
     BlobBody,
     BlobFiller,
     BlobStore,
-    EventSink,
     FillJob,
     ManifestRecord,
     MetadataStore,
     Metrics,
-    NoEvents,
     NoMetrics,
     RateLimit,
     SizeOnly,
-    SyncEvent,
     TagRecord,
     Upstream,
     Upstreams,
@@ -68,7 +62,7 @@ class NeedsUpstream(Exception):
     """Raised by a local-only cache (see `PullThroughCache.local_only`) when the answer needs the upstream."""
 
 
-class _PullsReserved(Exception):
+class PullsReserved(Exception):
     """A refresh would spend one of the last pulls the upstream allows: those are kept for clients."""
 
 
@@ -90,16 +84,6 @@ class ServedManifest:
 
 
 @dataclass(frozen=True, slots=True)
-class RefreshOutcome:
-    name: str
-    tag: str
-    status: str  # "unchanged", "updated", "deferred" (the upstream's last pulls are kept for clients) or "failed"
-    digest: str | None
-    previous_digest: str | None
-    reason: str | None = None  # why it failed ("CODE: message") or was deferred
-
-
-@dataclass(frozen=True, slots=True)
 class TagList:
     name: str
     tags: list[str]
@@ -116,7 +100,6 @@ class PullThroughCache:
         filler: BlobFiller,
         clock: Callable[[], float] = time.time,
         metrics: Metrics | None = None,
-        events: EventSink | None = None,
     ) -> None:
         self.rule_source = rules
         self._metadata = metadata
@@ -125,12 +108,15 @@ class PullThroughCache:
         self._filler = filler
         self._clock = clock
         self._metrics = metrics or NoMetrics()
-        self._events = events or NoEvents()
         self._flights = SingleFlight(metadata)
 
     @property
     def rules(self) -> RuleSet:
         return self.rule_source.current()
+
+    @property
+    def metadata(self) -> MetadataStore:
+        return self._metadata
 
     def local_only(self) -> PullThroughCache:
         """The same cache, answering only from what it holds and raising NeedsUpstream otherwise.
@@ -139,9 +125,8 @@ class PullThroughCache:
         worker thread, where waiting on the upstream blocks nobody.
         """
         return PullThroughCache(
-            self.rule_source, self._metadata, self._blobs, _NoUpstreams(), self._filler, self._clock, self._metrics,
-            self._events,
-        )  # fmt: skip
+            self.rule_source, self._metadata, self._blobs, _NoUpstreams(), self._filler, self._clock, self._metrics
+        )
 
     # -- manifests ------------------------------------------------------------------------------------------------
 
@@ -199,6 +184,12 @@ class PullThroughCache:
             return cached.manifest, f"serving a cached copy: upstream failed ({exc.code})"
         return record, None
 
+    def confirm_tag(self, route: Route, tag: str, cached: TagRecord | None) -> ManifestRecord:
+        """Ask the upstream now what `tag` points to and record the answer, as a stale pull would, but not as a pull:
+        the tag stays watched only while clients pull it. A refresh raises PullsReserved rather than spend the last
+        pulls the upstream allows."""
+        return self._revalidate_once(route, tag, cached, self._clock(), pulled=False)
+
     def _revalidate_once(
         self, route: Route, tag: str, cached: TagRecord | None, asked_at: float, *, pulled: bool
     ) -> ManifestRecord:
@@ -246,7 +237,7 @@ class PullThroughCache:
         if rate_limit is None or rate_limit.remaining > _reserved_pulls(rate_limit):
             return
         if self._cached_manifest(route, digest) is None:
-            raise _PullsReserved(f"the upstream allows {rate_limit.remaining} more pulls for now")
+            raise PullsReserved(f"the upstream allows {rate_limit.remaining} more pulls for now")
 
     def _store_manifest(self, route: Route, data: bytes, content_type: str | None, digest: Digest) -> ManifestRecord:
         if Digest.of(data, digest.algorithm) != digest:
@@ -332,84 +323,6 @@ class PullThroughCache:
             return size
         finally:
             self._metadata.release_lease(job.lease_key, lease_owner)
-
-    # -- refresh ----------------------------------------------------------------------------------------------------
-
-    def refresh_tag(self, name: str, tag: str) -> RefreshOutcome:
-        """Revalidate one tag now, whatever its age: what changed?"""
-        return self._refresh(self.rules.route(name), name, tag)
-
-    def refresh_stale(self, *, pulled_within_seconds: float, limit: int) -> list[RefreshOutcome]:
-        """Revalidate up to `limit` stale tags that clients pulled recently, least recently confirmed first, so the
-        next pull is a hit. Each revalidated tag counts as confirmed, so the next run carries on with the rest."""
-        now = self._clock()
-        outcomes: list[RefreshOutcome] = []
-        for rule in self.rules:
-            if rule.tag_ttl_seconds == 0:  # revalidated on every pull anyway
-                continue
-            budget = limit - len(outcomes)
-            if budget <= 0:
-                break
-            stale = self._metadata.stale_tags(
-                rule.scope, now - rule.tag_ttl_seconds, now - pulled_within_seconds, budget
-            )
-            for repository, tag in stale:
-                name = f"{rule.prefix}/{repository}" if rule.prefix else repository
-                outcomes.append(self._refresh(Route(rule, repository), name, tag))
-        return outcomes
-
-    def _refresh(self, route: Route, name: str, tag: str) -> RefreshOutcome:
-        asked_at = self._clock()
-        cached = self._metadata.get_tag(route.scope, route.repository, tag)
-        previous = str(cached.manifest.digest) if cached is not None else None
-        try:
-            record = self._revalidate_once(route, tag, cached, asked_at, pulled=False)
-        except _PullsReserved as exc:  # not a failure: the tag moved, and the next run (or pull) fetches it
-            self._metrics.count("RefreshDeferred")
-            return RefreshOutcome(name, tag, "deferred", previous, previous, f"{exc}; kept for clients")
-        except RegistryError as exc:
-            self._metrics.count("RefreshFailed")
-            self._publish(route, tag, None, exc)
-            return RefreshOutcome(name, tag, "failed", previous, previous, f"{exc.code}: {exc.message}")
-        if str(record.digest) == previous:
-            return RefreshOutcome(name, tag, "unchanged", previous, previous)
-        self._metrics.count("RefreshUpdated")
-        self._publish(route, tag, str(record.digest), None)
-        self._prefetch(route, name, record)
-        return RefreshOutcome(name, tag, "updated", str(record.digest), previous)
-
-    def _prefetch(self, route: Route, name: str, record: ManifestRecord) -> None:
-        """Fetch the blobs of the rule's prefetch platforms, so that even the first pull after a move is a hit."""
-        if not route.rule.prefetch_platforms:
-            return
-        images = [record]
-        if record.is_index:
-            index = Manifest(self._read_manifest(route, record), record.media_type, record.digest)
-            children = (select_platform_child(index, platform) for platform in route.rule.prefetch_platforms)
-            images = [self._manifest_by_digest(route, child) for child in children if child is not None]
-        for image in images:
-            document = json.loads(self._read_manifest(route, image))
-            for descriptor in [document.get("config"), *document.get("layers", [])]:
-                if isinstance(descriptor, dict) and isinstance(descriptor.get("digest"), str):
-                    owner = f"prefetch-{uuid.uuid4().hex}"
-                    try:
-                        self.fill_blob(name, descriptor["digest"], lease_owner=owner, lease_seconds=900)
-                    except RegistryError as exc:  # the tag itself is refreshed; a blob can still come on pull
-                        log.warning("prefetch of %s for %s failed: %s", descriptor["digest"], name, exc.message)
-
-    def _publish(self, route: Route, tag: str, digest: str | None, failure: RegistryError | None) -> None:
-        self._events.publish(
-            SyncEvent(
-                sync_status="FAILED" if failure else "SUCCESS",
-                repository_prefix=route.rule.prefix,
-                repository_name=route.repository,
-                upstream_registry_url=route.rule.upstream,
-                image_tag=tag,
-                image_digest=digest,
-                failure_code=failure.code if failure else None,
-                failure_reason=failure.message if failure else None,
-            )
-        )
 
     # -- discovery ------------------------------------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ from adapters.aws.signing_keys import SecretSigningKeys
 from adapters.upstream.client import HttpUpstreams
 from core.auth import Authenticator, TokenService
 from core.cache import PullThroughCache
-from core.ports import EventSink, Metrics
+from core.ports import Metrics
 from core.rules import ReloadingRules, Rule, RuleSet
 from handlers.config import preset_rules
 from handlers.local import TOKEN_SERVICE
@@ -92,7 +92,7 @@ def clients_for(settings: AwsSettings) -> AwsClients:
     return AwsClients(settings)
 
 
-def build_aws_cache(settings: AwsSettings, metrics: Metrics, events: EventSink | None = None) -> PullThroughCache:
+def build_aws_cache(settings: AwsSettings, metrics: Metrics) -> PullThroughCache:
     clients = clients_for(settings)
     metadata = DynamoMetadataStore(clients.dynamodb, settings.table)
     blobs = S3BlobStore(
@@ -109,9 +109,8 @@ def build_aws_cache(settings: AwsSettings, metrics: Metrics, events: EventSink |
 
     filler = LeasedFiller(blobs, metadata, _dispatcher(settings, clients), sync_max_bytes=settings.sync_fill_max_bytes)
     return PullThroughCache(
-        ReloadingRules(load_rules, RULES_RELOAD_SECONDS), metadata, blobs, HttpUpstreams(), filler,
-        metrics=metrics, events=events,
-    )  # fmt: skip
+        ReloadingRules(load_rules, RULES_RELOAD_SECONDS), metadata, blobs, HttpUpstreams(), filler, metrics=metrics
+    )
 
 
 def _dispatcher(settings: AwsSettings, clients: AwsClients) -> FillDispatcher:

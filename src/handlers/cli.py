@@ -17,7 +17,7 @@ from core.rules import RuleInvalid, RuleSet
 from handlers.config import PRESETS, load_rules
 from handlers.keys_cli import keys
 from handlers.lambda_local import serve as serve_events
-from handlers.local import AUTH_ENV, DATA_DIR_ENV, RULES_FILE_ENV, build_local_cache, with_stored_rules
+from handlers.local import AUTH_ENV, DATA_DIR_ENV, RULES_FILE_ENV, build_local_refresher, with_stored_rules
 from handlers.rules_cli import rules
 
 
@@ -164,7 +164,7 @@ def refresh(
     if allow_private_upstreams:
         os.environ[ALLOW_PRIVATE_ENV] = "1"
     try:
-        cache = build_local_cache(data_dir.resolve(), load_rules(rules_file) if rules_file else None)
+        refresher = build_local_refresher(data_dir.resolve(), load_rules(rules_file) if rules_file else None)
     except RuleInvalid as exc:
         raise click.UsageError(str(exc)) from exc
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -173,9 +173,9 @@ def refresh(
         name, _, tag = reference.rpartition(":")
         if not name or "/" in tag:
             raise click.UsageError("give the image as PREFIX/REPOSITORY:TAG")
-        outcomes = [cache.refresh_tag(name, tag)]
+        outcomes = [refresher.refresh_tag(name, tag)]
     else:
-        outcomes = cache.refresh_stale(pulled_within_seconds=window_days * 86400, limit=limit)
+        outcomes = refresher.refresh_stale(pulled_within_seconds=window_days * 86400, limit=limit)
     for outcome in outcomes:
         change = outcome.reason or (
             f"{outcome.previous_digest} -> {outcome.digest}" if outcome.status == "updated" else outcome.digest

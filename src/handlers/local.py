@@ -15,6 +15,7 @@ from adapters.local.signing_keys import FileSigningKeys
 from adapters.upstream.client import HttpUpstreams
 from core.auth import Authenticator, TokenService
 from core.cache import PullThroughCache
+from core.refresh import Refresher
 from core.rules import ReloadingRules, RuleSet
 from handlers.api import create_app
 from handlers.config import BUILTIN_RULES, load_rules
@@ -27,7 +28,7 @@ TOKEN_SERVICE = "pullthrough"
 
 
 def build_local_cache(data_dir: Path, rules: RuleSet | None) -> PullThroughCache:
-    """The cache over one data directory; sync events (from refreshes) go to the log.
+    """The cache over one data directory.
 
     Without a rules file the built-in rules apply, with the rules stored by `pullthrough rules` on top (reloaded
     every few seconds, so a new rule works without a restart).
@@ -41,8 +42,12 @@ def build_local_cache(data_dir: Path, rules: RuleSet | None) -> PullThroughCache
         blobs=blobs,
         upstreams=HttpUpstreams(),
         filler=TeeFiller(blobs, metadata),
-        events=LogEvents(),
     )
+
+
+def build_local_refresher(data_dir: Path, rules: RuleSet | None) -> Refresher:
+    """`pullthrough refresh`: the same cache, its sync events to the log."""
+    return Refresher(build_local_cache(data_dir, rules), LogEvents())
 
 
 def with_stored_rules(metadata: SqliteMetadataStore) -> RuleSet:

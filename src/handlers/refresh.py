@@ -13,6 +13,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from adapters.aws.events import EventBridgeEvents
+from core.refresh import Refresher
 from handlers.aws import AwsSettings, build_aws_cache, clients_for
 from handlers.observability import PowertoolsMetrics, logger, metrics, tracer
 
@@ -20,14 +21,17 @@ WINDOW_SECONDS = float(os.environ.get("PULLTHROUGH_REFRESH_WINDOW_DAYS", "30")) 
 LIMIT = int(os.environ.get("PULLTHROUGH_REFRESH_LIMIT", "500"))
 
 settings = AwsSettings.from_environment()
-cache = build_aws_cache(settings, PowertoolsMetrics(), EventBridgeEvents(clients_for(settings).events_client()))
+_metrics = PowertoolsMetrics()
+refresher = Refresher(
+    build_aws_cache(settings, _metrics), EventBridgeEvents(clients_for(settings).events_client()), _metrics
+)
 
 
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, int]:
-    outcomes = cache.refresh_stale(pulled_within_seconds=WINDOW_SECONDS, limit=LIMIT)
+    outcomes = refresher.refresh_stale(pulled_within_seconds=WINDOW_SECONDS, limit=LIMIT)
     summary = Counter(outcome.status for outcome in outcomes)
     for outcome in outcomes:
         if outcome.status != "unchanged":

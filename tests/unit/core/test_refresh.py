@@ -13,6 +13,7 @@ from core.cache import PullThroughCache
 from core.errors import Unavailable
 from core.mediatypes import Accept
 from core.ports import RateLimit, SyncEvent
+from core.refresh import Refresher
 from tests.conftest import TTL, Clock
 from tests.fakes import FakeUpstream, FakeUpstreams
 
@@ -34,20 +35,24 @@ def events() -> RecordedEvents:
 
 
 @pytest.fixture
-def cache(tmp_path: Path, upstream: FakeUpstream, clock: Clock, rules, events: RecordedEvents) -> PullThroughCache:
+def cache(tmp_path: Path, upstream: FakeUpstream, clock: Clock, rules) -> PullThroughCache:
     blobs = FileBlobStore(tmp_path)
     metadata = SqliteMetadataStore(tmp_path / "metadata.sqlite3")
-    return PullThroughCache(rules, metadata, blobs, FakeUpstreams(upstream), TeeFiller(blobs, metadata), clock,
-                            events=events)  # fmt: skip
+    return PullThroughCache(rules, metadata, blobs, FakeUpstreams(upstream), TeeFiller(blobs, metadata), clock)
 
 
-def test_refresh_revalidates_stale_recently_pulled_tags_with_heads_only(cache, upstream, clock, events):
+@pytest.fixture
+def refresher(cache: PullThroughCache, events: RecordedEvents, clock: Clock) -> Refresher:
+    return Refresher(cache, events, clock=clock)
+
+
+def test_refresh_revalidates_stale_recently_pulled_tags_with_heads_only(cache, refresher, upstream, clock, events):
     for tag in ("a", "b"):
         upstream.add_image("library/app", tag)
         cache.manifest("up/library/app", tag, ANY, with_body=False)
     clock.advance(TTL + 1)
     upstream.calls.clear()
-    outcomes = cache.refresh_stale(pulled_within_seconds=30 * DAY, limit=100)
+    outcomes = refresher.refresh_stale(pulled_within_seconds=30 * DAY, limit=100)
     assert sorted((o.name, o.tag, o.status) for o in outcomes) == [("up/library/app", "a", "unchanged"),
                                                                      ("up/library/app", "b", "unchanged")]  # fmt: skip
     assert upstream.calls == {"head_manifest": 2}
@@ -55,15 +60,15 @@ def test_refresh_revalidates_stale_recently_pulled_tags_with_heads_only(cache, u
     upstream.calls.clear()
     cache.manifest("up/library/app", "a", ANY, with_body=False)  # confirmed by the refresh: a hit
     assert upstream.calls == {}
-    assert cache.refresh_stale(pulled_within_seconds=30 * DAY, limit=100) == []  # nothing stale any more
+    assert refresher.refresh_stale(pulled_within_seconds=30 * DAY, limit=100) == []  # nothing stale any more
 
 
-def test_refresh_fetches_a_moved_tag_so_the_next_pull_gets_it_without_asking(cache, upstream, clock, events):
+def test_refresh_fetches_a_moved_tag_so_the_next_pull_gets_it_without_asking(cache, refresher, upstream, clock, events):
     upstream.add_image("library/app", "v1", layer=b"old")
     old = cache.manifest("up/library/app", "v1", ANY, with_body=False).record.digest
     new = upstream.add_image("library/app", "v1", layer=b"new")
     clock.advance(TTL + 1)
-    [outcome] = cache.refresh_stale(pulled_within_seconds=30 * DAY, limit=100)
+    [outcome] = refresher.refresh_stale(pulled_within_seconds=30 * DAY, limit=100)
     assert (outcome.status, outcome.previous_digest, outcome.digest) == ("updated", str(old), str(new))
     upstream.calls.clear()
     assert cache.manifest("up/library/app", "v1", ANY, with_body=True).record.digest == new
@@ -75,7 +80,7 @@ def test_refresh_fetches_a_moved_tag_so_the_next_pull_gets_it_without_asking(cac
     }  # fmt: skip
 
 
-def test_refresh_skips_tags_nobody_pulled_lately_and_is_bounded(cache, upstream, clock):
+def test_refresh_skips_tags_nobody_pulled_lately_and_is_bounded(cache, refresher, upstream, clock):
     for tag in ("a", "b", "c"):
         upstream.add_image("library/app", tag)
         cache.manifest("up/library/app", tag, ANY, with_body=False)
@@ -83,58 +88,58 @@ def test_refresh_skips_tags_nobody_pulled_lately_and_is_bounded(cache, upstream,
     clock.advance(40 * DAY)
     cache.manifest("up/library/app", "c", ANY, with_body=False)  # stale: revalidated by this pull, and pulled
     clock.advance(TTL + 1)
-    assert [o.tag for o in cache.refresh_stale(pulled_within_seconds=30 * DAY, limit=100)] == ["c"]
+    assert [o.tag for o in refresher.refresh_stale(pulled_within_seconds=30 * DAY, limit=100)] == ["c"]
     # a refresh is not a pull: a tag nobody pulls drops out of the window eventually
     clock.advance(31 * DAY)
-    assert cache.refresh_stale(pulled_within_seconds=30 * DAY, limit=100) == []
+    assert refresher.refresh_stale(pulled_within_seconds=30 * DAY, limit=100) == []
 
 
-def test_refresh_leaves_the_upstreams_last_pulls_to_clients(cache, upstream, clock, events):
+def test_refresh_leaves_the_upstreams_last_pulls_to_clients(cache, refresher, upstream, clock, events):
     upstream.add_image("library/app", "v1", layer=b"old")
     old = cache.manifest("up/library/app", "v1", ANY, with_body=False).record.digest
     new = upstream.add_image("library/app", "v1", layer=b"new")
     clock.advance(TTL + 1)
     upstream.rate_limit = RateLimit(remaining=10, limit=100)  # a tenth of the allowance is kept for clients
     upstream.calls.clear()
-    [deferred] = cache.refresh_stale(pulled_within_seconds=30 * DAY, limit=10)
+    [deferred] = refresher.refresh_stale(pulled_within_seconds=30 * DAY, limit=10)
     assert (deferred.status, deferred.digest) == ("deferred", str(old))
     assert deferred.reason == "the upstream allows 10 more pulls for now; kept for clients"
     assert upstream.calls == {"head_manifest": 1}  # HEADs are free on Docker Hub; the GET would have been a pull
     assert events.events == []  # not a failure: nothing to alarm on
     # the tag is still stale: the next run tries again, and a client's own pull spends what it needs
     upstream.rate_limit = RateLimit(remaining=11, limit=100)
-    [updated] = cache.refresh_stale(pulled_within_seconds=30 * DAY, limit=10)
+    [updated] = refresher.refresh_stale(pulled_within_seconds=30 * DAY, limit=10)
     assert (updated.status, updated.digest) == ("updated", str(new))
 
 
-def test_a_refresh_that_needs_no_pull_goes_ahead_whatever_is_left(cache, upstream, clock):
+def test_a_refresh_that_needs_no_pull_goes_ahead_whatever_is_left(cache, refresher, upstream, clock):
     first = upstream.add_image("library/app", "v1", layer=b"one")
     cache.manifest("up/library/app", "v1", ANY, with_body=False)
     second = upstream.add_image("library/app", "v1", layer=b"two")
     cache.manifest("up/library/app", f"{second}", ANY, with_body=False)  # already cached by digest
     clock.advance(TTL + 1)
     upstream.rate_limit = RateLimit(remaining=0, limit=None)
-    [outcome] = cache.refresh_stale(pulled_within_seconds=30 * DAY, limit=10)
+    [outcome] = refresher.refresh_stale(pulled_within_seconds=30 * DAY, limit=10)
     assert (outcome.status, outcome.previous_digest, outcome.digest) == ("updated", str(first), str(second))
 
 
-def test_limit_bounds_a_run_and_the_next_run_carries_on(cache, upstream, clock):
+def test_limit_bounds_a_run_and_the_next_run_carries_on(cache, refresher, upstream, clock):
     for tag in ("a", "b", "c"):
         upstream.add_image("library/app", tag)
         cache.manifest("up/library/app", tag, ANY, with_body=False)
     clock.advance(TTL + 1)
-    first = cache.refresh_stale(pulled_within_seconds=30 * DAY, limit=2)
-    second = cache.refresh_stale(pulled_within_seconds=30 * DAY, limit=2)
+    first = refresher.refresh_stale(pulled_within_seconds=30 * DAY, limit=2)
+    second = refresher.refresh_stale(pulled_within_seconds=30 * DAY, limit=2)
     assert len(first) == 2 and len(second) == 1
     assert {o.tag for o in first + second} == {"a", "b", "c"}
 
 
-def test_failures_are_reported_and_published_and_the_cached_tag_kept(cache, upstream, clock, events):
+def test_failures_are_reported_and_published_and_the_cached_tag_kept(cache, refresher, upstream, clock, events):
     digest = upstream.add_image("library/app", "v1")
     cache.manifest("up/library/app", "v1", ANY, with_body=False)
     clock.advance(TTL + 1)
     upstream.failure = Unavailable("upstream down")
-    [outcome] = cache.refresh_stale(pulled_within_seconds=30 * DAY, limit=10)
+    [outcome] = refresher.refresh_stale(pulled_within_seconds=30 * DAY, limit=10)
     assert outcome.status == "failed" and outcome.reason == "UNAVAILABLE: upstream down"
     assert events.events[0].detail()["sync-status"] == "FAILED"
     assert events.events[0].detail()["failure-code"] == "UNAVAILABLE"
@@ -142,25 +147,25 @@ def test_failures_are_reported_and_published_and_the_cached_tag_kept(cache, upst
     assert served.record.digest == digest and served.warning
 
 
-def test_manual_refresh_of_one_image_answers_what_changed(cache, upstream):
+def test_manual_refresh_of_one_image_answers_what_changed(refresher, upstream):
     digest = upstream.add_image("library/app", "v1")
-    assert cache.refresh_tag("up/library/app", "v1").status == "updated"  # never cached: fetched now
-    assert cache.refresh_tag("up/library/app", "v1").status == "unchanged"
-    assert cache.refresh_tag("up/library/app", "v1").digest == str(digest)
-    assert cache.refresh_tag("up/library/app", "nope").status == "failed"
+    assert refresher.refresh_tag("up/library/app", "v1").status == "updated"  # never cached: fetched now
+    assert refresher.refresh_tag("up/library/app", "v1").status == "unchanged"
+    assert refresher.refresh_tag("up/library/app", "v1").digest == str(digest)
+    assert refresher.refresh_tag("up/library/app", "nope").status == "failed"
 
 
-def test_rules_with_zero_ttl_are_left_to_pulls(cache, upstream, clock, rules):
+def test_rules_with_zero_ttl_are_left_to_pulls(cache, refresher, upstream, clock, rules):
     from core.rules import Rule, RuleSet
 
     cache.rule_source = RuleSet([*rules, Rule("always", "http://always.invalid", tag_ttl_seconds=0)])
     upstream.add_image("app", "v1")
     cache.manifest("always/app", "v1", ANY, with_body=False)
     clock.advance(DAY)
-    assert cache.refresh_stale(pulled_within_seconds=30 * DAY, limit=10) == []
+    assert refresher.refresh_stale(pulled_within_seconds=30 * DAY, limit=10) == []
 
 
-def test_a_refresh_prefetches_the_blobs_of_the_rules_platforms(cache, upstream, clock, rules):
+def test_a_refresh_prefetches_the_blobs_of_the_rules_platforms(cache, refresher, upstream, clock, rules):
     import json
 
     from core.cache import NeedsUpstream
@@ -173,7 +178,7 @@ def test_a_refresh_prefetches_the_blobs_of_the_rules_platforms(cache, upstream, 
     cache.manifest("pre/multi", "v1", ANY, with_body=False)
     _, children = upstream.add_index("multi", "v1")
     clock.advance(TTL + 1)
-    [outcome] = [o for o in cache.refresh_stale(pulled_within_seconds=30 * DAY, limit=10) if o.name == "pre/multi"]
+    [outcome] = [o for o in refresher.refresh_stale(pulled_within_seconds=30 * DAY, limit=10) if o.name == "pre/multi"]
     assert outcome.status == "updated"
     local = cache.local_only()
 

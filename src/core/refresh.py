@@ -1,0 +1,130 @@
+"""Keeping pulled tags fresh in the background: the scheduled job, and the manual refresh of one image."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from core.cache import PullsReserved, PullThroughCache
+from core.digest import Digest
+from core.errors import RegistryError
+from core.mediatypes import Accept, Manifest, select_platform_child
+from core.ports import EventSink, ManifestRecord, Metrics, NoEvents, NoMetrics, SyncEvent
+from core.rules import Route
+
+log = logging.getLogger(__name__)
+
+ANY_MANIFEST = Accept([])
+PREFETCH_LEASE_SECONDS = 900.0
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshOutcome:
+    name: str
+    tag: str
+    status: str  # "unchanged", "updated", "deferred" (the upstream's last pulls are kept for clients) or "failed"
+    digest: str | None
+    previous_digest: str | None
+    reason: str | None = None  # why it failed ("CODE: message") or was deferred
+
+
+class Refresher:
+    """Revalidates tags through the cache (under the same leases as pulls), and says what changed."""
+
+    def __init__(
+        self,
+        cache: PullThroughCache,
+        events: EventSink | None = None,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._cache = cache
+        self._metadata = cache.metadata
+        self._events = events or NoEvents()
+        self._metrics = metrics or NoMetrics()
+        self._clock = clock
+
+    def refresh_tag(self, name: str, tag: str) -> RefreshOutcome:
+        """Revalidate one tag now, whatever its age: what changed?"""
+        return self._refresh(self._cache.rules.route(name), name, tag)
+
+    def refresh_stale(self, *, pulled_within_seconds: float, limit: int) -> list[RefreshOutcome]:
+        """Revalidate up to `limit` stale tags that clients pulled recently, least recently confirmed first, so the
+        next pull is a hit. Each revalidated tag counts as confirmed, so the next run carries on with the rest."""
+        now = self._clock()
+        outcomes: list[RefreshOutcome] = []
+        for rule in self._cache.rules:
+            if rule.tag_ttl_seconds == 0:  # revalidated on every pull anyway
+                continue
+            budget = limit - len(outcomes)
+            if budget <= 0:
+                break
+            stale = self._metadata.stale_tags(
+                rule.scope, now - rule.tag_ttl_seconds, now - pulled_within_seconds, budget
+            )
+            for repository, tag in stale:
+                name = f"{rule.prefix}/{repository}" if rule.prefix else repository
+                outcomes.append(self._refresh(Route(rule, repository), name, tag))
+        return outcomes
+
+    def _refresh(self, route: Route, name: str, tag: str) -> RefreshOutcome:
+        cached = self._metadata.get_tag(route.scope, route.repository, tag)
+        previous = str(cached.manifest.digest) if cached is not None else None
+        try:
+            record = self._cache.confirm_tag(route, tag, cached)
+        except PullsReserved as exc:  # not a failure: the tag moved, and the next run (or pull) fetches it
+            self._metrics.count("RefreshDeferred")
+            return RefreshOutcome(name, tag, "deferred", previous, previous, f"{exc}; kept for clients")
+        except RegistryError as exc:
+            self._metrics.count("RefreshFailed")
+            self._publish(route, tag, None, exc)
+            return RefreshOutcome(name, tag, "failed", previous, previous, f"{exc.code}: {exc.message}")
+        if str(record.digest) == previous:
+            return RefreshOutcome(name, tag, "unchanged", previous, previous)
+        self._metrics.count("RefreshUpdated")
+        self._publish(route, tag, str(record.digest), None)
+        self._prefetch(route, name, record)
+        return RefreshOutcome(name, tag, "updated", str(record.digest), previous)
+
+    def _prefetch(self, route: Route, name: str, record: ManifestRecord) -> None:
+        """Fetch the blobs of the rule's prefetch platforms, so that even the first pull after a move is a hit."""
+        if not route.rule.prefetch_platforms:
+            return
+        images = [self._manifest(name, record.digest)]
+        if record.is_index:
+            children = (select_platform_child(images[0], platform) for platform in route.rule.prefetch_platforms)
+            images = [self._manifest(name, child) for child in children if child is not None]
+        for image in images:
+            document = json.loads(image.data)
+            for descriptor in [document.get("config"), *document.get("layers", [])]:
+                if isinstance(descriptor, dict) and isinstance(descriptor.get("digest"), str):
+                    owner = f"prefetch-{uuid.uuid4().hex}"
+                    try:
+                        self._cache.fill_blob(
+                            name, descriptor["digest"], lease_owner=owner, lease_seconds=PREFETCH_LEASE_SECONDS
+                        )
+                    except RegistryError as exc:  # the tag itself is refreshed; a blob can still come on pull
+                        log.warning("prefetch of %s for %s failed: %s", descriptor["digest"], name, exc.message)
+
+    def _manifest(self, name: str, digest: Digest) -> Manifest:
+        served = self._cache.manifest(name, str(digest), ANY_MANIFEST, with_body=True)
+        assert served.data is not None
+        return Manifest(served.data, served.record.media_type, served.record.digest)
+
+    def _publish(self, route: Route, tag: str, digest: str | None, failure: RegistryError | None) -> None:
+        self._events.publish(
+            SyncEvent(
+                sync_status="FAILED" if failure else "SUCCESS",
+                repository_prefix=route.rule.prefix,
+                repository_name=route.repository,
+                upstream_registry_url=route.rule.upstream,
+                image_tag=tag,
+                image_digest=digest,
+                failure_code=failure.code if failure else None,
+                failure_reason=failure.message if failure else None,
+            )
+        )
