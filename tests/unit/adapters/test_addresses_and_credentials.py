@@ -89,6 +89,22 @@ def test_a_name_is_checked_on_the_address_actually_dialled(listener: _Listener, 
     assert not listener.connected()
 
 
+def test_behind_an_environment_proxy_names_are_checked_before_the_request(
+    resolver: dict[str, list[str]], monkeypatch: pytest.MonkeyPatch
+):
+    resolver["rebound.example"] = ["127.0.0.1"]
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "all_proxy",
+                 "no_proxy"):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+    AddressPolicy().check("https://rebound.example/v2/")  # dialled by us: checked at connect time
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")  # dialled by the proxy: checked now
+    with pytest.raises(AddressForbidden, match="non-public"):
+        AddressPolicy().check("https://rebound.example/v2/")
+    AddressPolicy(allow_private=True).check("https://rebound.example/v2/")
+    monkeypatch.setenv("NO_PROXY", "rebound.example")
+    AddressPolicy().check("https://rebound.example/v2/")
+
+
 def test_an_allowed_name_is_dialled_at_the_checked_address_with_its_own_host_header(resolver: dict[str, list[str]]):
     class LoopbackOnly(AddressPolicy):
         def allows(self, address: IPAddress) -> bool:
