@@ -14,15 +14,11 @@ from .ports import free_port, wait_for_http
 _REQUEST = re.compile(r'"(?P<method>[A-Z]+) (?P<path>[^ ?]+)(?:\?\S*)? HTTP/[0-9.]+" (?P<status>\d{3})')
 
 
-class MotoServer(proc.BackgroundProcess):
+class MotoServer(proc.LoopbackServer):
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.port = free_port()
         self.log = workdir / "moto.log"
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)

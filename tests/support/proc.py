@@ -94,6 +94,20 @@ class BackgroundProcess:
         self.stop()
 
 
+class LoopbackServer(BackgroundProcess):
+    """A BackgroundProcess serving HTTP on 127.0.0.1:`port`."""
+
+    port: int
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}"
+
+
 @atexit.register
 def _stop_leftovers() -> None:
     for proc in list(_RUNNING):

@@ -22,7 +22,7 @@ def pullthrough_cli(*args: object, env: Mapping[str, str] | None = None) -> subp
     return subprocess.run(command, capture_output=True, text=True, timeout=60, env={**os.environ, **(env or {})})
 
 
-class PullthroughServer(proc.BackgroundProcess):
+class PullthroughServer(proc.LoopbackServer):
     def __init__(
         self,
         workdir: Path,
@@ -42,14 +42,6 @@ class PullthroughServer(proc.BackgroundProcess):
         self.port = free_port()
         self.data_dir = workdir / "data"
         self.log = workdir / "pullthrough.log"
-
-    @property
-    def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}"
 
     def start(self, timeout: float = 20.0) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)

@@ -38,7 +38,7 @@ def summarize(entries: list[AccessLogEntry]) -> tuple[int, int]:
     return len(entries), sum(entry.bytes for entry in entries)
 
 
-class DistributionRegistry(proc.BackgroundProcess):
+class DistributionRegistry(proc.LoopbackServer):
     """distribution's registry on 127.0.0.1 with filesystem storage under `workdir`.
 
     With `proxy_remote_url` it runs in distribution's own pull-through-cache mode, the peer to compare with.
@@ -61,14 +61,6 @@ class DistributionRegistry(proc.BackgroundProcess):
         self.access_log = workdir / "access.log"
         self.error_log = workdir / "registry.log"
         self._config = workdir / "config.yml"
-
-    @property
-    def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}"
 
     def start(self, timeout: float = 15.0) -> None:
         """Start the registry and wait until it answers /v2/."""
