@@ -31,6 +31,8 @@ class FakeUpstream:
         self.delay = 0.0  # seconds each call takes, so concurrent requests overlap
         self.chunk_delay = 0.0  # seconds between blob chunks: a slow download
         self.rate_limit: RateLimit | None = None  # what HEADs report of the pull allowance
+        self.send_sizes = True  # False: blobs come without a Content-Length
+        self.corrupt_manifests = False  # manifests arrive with a digest header their bytes do not match
 
     # -- building content -----------------------------------------------------------------------------------------
 
@@ -85,7 +87,7 @@ class FakeUpstream:
     def get_manifest(self, repository: str, reference: str) -> UpstreamManifest:
         self._call("get_manifest")
         data, media_type = self._manifest(repository, reference)
-        return UpstreamManifest(data, media_type, str(Digest.of(data)))
+        return UpstreamManifest(data, media_type, Digest.of(b"something else" if self.corrupt_manifests else data))
 
     def head_blob(self, repository: str, digest: Digest) -> int | None:
         self._call("head_blob")
@@ -97,7 +99,7 @@ class FakeUpstream:
         data = self._blob(repository, digest)
         if self.corrupt_blobs:
             data = bytes(reversed(data)) if len(data) > 1 else b"\x00"
-        yield UpstreamBlob(len(data), self._chunks(data))
+        yield UpstreamBlob(len(data) if self.send_sizes else None, self._chunks(data))
 
     def _chunks(self, data: bytes) -> Iterator[bytes]:
         for offset in range(0, len(data), self.chunk_size):

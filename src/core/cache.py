@@ -223,7 +223,7 @@ class PullThroughCache:
         if record is None:
             self._metrics.count("TagMiss")
             fetched = upstream.get_manifest(route.repository, tag)
-            expected = Digest.parse(fetched.digest_header) if fetched.digest_header else Digest.of(fetched.data)
+            expected = fetched.digest or Digest.of(fetched.data)
             record = self._store_manifest(route, fetched.data, fetched.content_type, expected)
         answered_at = self._clock()  # after the upstream answered: requests that waited on this one see it as theirs
         # a refresh is not a pull: the tag stays watched only while clients pull it

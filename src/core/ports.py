@@ -168,7 +168,7 @@ class MetadataStore(Protocol):
 class UpstreamManifest:
     data: bytes
     content_type: str | None
-    digest_header: str | None
+    digest: Digest | None  # what the upstream says it is (Docker-Content-Digest), when it says
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ clients do not retry a 503 on a blob themselves: a pull that hits it fails, and 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
@@ -61,21 +62,19 @@ class LeasedFiller:
             return self._wait_for(job, until=started + self._wait_seconds)
         handed_over = False
         try:
+            size: int | None = None
             with source() as upstream_blob:
-                if upstream_blob.size is None or upstream_blob.size > self._sync_max_bytes:
-                    handed_over = True
-                else:
-                    try:
+                if upstream_blob.size is not None and upstream_blob.size <= self._sync_max_bytes:
+                    with contextlib.suppress(DeadlinePassed):
                         size = write_blob(upstream_blob, self._blobs.writer(job.digest), started + self._sync_seconds)
-                    except DeadlinePassed:
-                        handed_over = True
-            if handed_over:  # the upstream response is closed by now: the fill function opens its own
-                self._dispatcher.dispatch(job, owner)
+            if size is None:  # too big or too slow; the upstream response is closed by now: the fill function
+                self._dispatcher.dispatch(job, owner)  # opens its own, under the lease it takes over
+                handed_over = True
                 log.info("handed %s over to the fill function", job.digest)
                 return self._wait_for(job, until=started + self._wait_seconds)
             on_commit(size)
         finally:
-            if not handed_over:
+            if not handed_over:  # done, failed, or the hand-over itself failed: nobody holds the copy any more
                 self._metadata.release_lease(job.lease_key, owner)
         located = self._blobs.locate(job.digest, head=False)
         assert located is not None

@@ -50,20 +50,20 @@ def basic_authorization(username: str, password: str) -> str:
 
 
 class TokenCache:
-    """Bearer tokens per (realm, service, scope), kept until shortly before they expire."""
+    """Bearer tokens per (realm, service, scope, got with credentials), kept until shortly before they expire."""
 
     def __init__(self) -> None:
-        self._tokens: dict[tuple[str, str, str], tuple[str, float]] = {}
+        self._tokens: dict[tuple[str, str, str, bool], tuple[str, float]] = {}
         self._lock = threading.Lock()
 
-    def get(self, key: tuple[str, str, str]) -> str | None:
+    def get(self, key: tuple[str, str, str, bool]) -> str | None:
         with self._lock:
             entry = self._tokens.get(key)
         if entry is None or entry[1] <= time.monotonic():
             return None
         return entry[0]
 
-    def put(self, key: tuple[str, str, str], token: str, expires_in: float) -> None:
+    def put(self, key: tuple[str, str, str, bool], token: str, expires_in: float) -> None:
         lifetime = max(expires_in - TOKEN_EXPIRY_MARGIN_SECONDS, 0)
         with self._lock:
             self._tokens[key] = (token, time.monotonic() + lifetime)

@@ -99,7 +99,9 @@ class RegistryClient:
             self._raise_for_status(response, ManifestUnknown)
             data = self._read_limited(response, MAX_MANIFEST_BYTES)
             return UpstreamManifest(
-                data, response.headers.get("content-type"), response.headers.get("docker-content-digest")
+                data,
+                response.headers.get("content-type"),
+                _parse_digest_header(response.headers.get("docker-content-digest")),
             )
 
     def head_blob(self, repository: str, digest: Digest) -> int | None:
@@ -125,6 +127,8 @@ class RegistryClient:
                 tags = json.loads(body).get("tags") or []
             except (ValueError, AttributeError) as exc:
                 raise Unavailable("upstream sent an unreadable tag list") from exc
+            if not isinstance(tags, list):
+                raise Unavailable("upstream sent an unreadable tag list")
             return TagPage(
                 [tag for tag in tags if isinstance(tag, str)], 'rel="next"' in response.headers.get("link", "")
             )
@@ -196,10 +200,10 @@ class RegistryClient:
         realm = challenge.realm
         if not realm:
             return None
-        key = (realm, challenge.params.get("service", ""), scope)
-        token = self._tokens.get(key)
-        if token is None and fetch:
+        if fetch:  # none cached, or the cached one was just refused: a new one
             token = self._fetch_token(realm, challenge.params.get("service"), scope, send_credentials=home)
+        else:
+            token = self._tokens.get(_token_key(realm, challenge.params.get("service"), scope, home))
         return f"Bearer {token}" if token else None
 
     def token_for(self, challenge: Challenge, scope: str) -> str | None:
@@ -222,13 +226,10 @@ class RegistryClient:
             raise TooManyRequests("upstream token service is throttling", retry_after=_retry_after(response))
         if response.status_code != 200:
             raise Unavailable(f"upstream token service answered {response.status_code}")
-        body = response.json()
-        token = body.get("token") or body.get("access_token")
-        if not token:
-            return None
-        expires_in = body.get("expires_in") or DEFAULT_TOKEN_LIFETIME_SECONDS
-        self._tokens.put((realm, service or "", scope), token, float(expires_in))
-        return str(token)
+        token, expires_in = _read_token(response)
+        if token is not None:
+            self._tokens.put(_token_key(realm, service, scope, send_credentials), token, expires_in)
+        return token
 
     @staticmethod
     def _raise_for_status(response: httpx.Response, not_found: type[RegistryError]) -> None:
@@ -263,6 +264,22 @@ def _guarded(response: httpx.Response) -> Iterator[bytes]:
         raise Unavailable("upstream blob download timed out") from exc
     except httpx.HTTPError as exc:
         raise Unavailable(f"upstream blob download failed: {type(exc).__name__}") from exc
+
+
+def _token_key(realm: str, service: str | None, scope: str, credentialed: bool) -> tuple[str, str, str, bool]:
+    """A token got with the rule's credentials is never offered to a redirect host, nor an anonymous one at home."""
+    return realm, service or "", scope, credentialed
+
+
+def _read_token(response: httpx.Response) -> tuple[str | None, float]:
+    """(token, lifetime in seconds) from a token service's answer; an unreadable answer is the upstream failing."""
+    try:
+        body = response.json()
+        token = body.get("token") or body.get("access_token")
+        expires_in = float(body.get("expires_in") or DEFAULT_TOKEN_LIFETIME_SECONDS)
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise Unavailable("upstream token service sent an unreadable answer") from exc
+    return (str(token) if token else None), expires_in
 
 
 def _parse_digest_header(value: str | None) -> Digest | None:

@@ -107,3 +107,26 @@ def test_a_handed_over_blob_is_redirected_to_once_the_fill_function_lands_it(par
     job = FillJob("up/repo", "up", digest)
     body = filler.fill(job, lambda: upstream.open_blob("repo", digest), lambda size: None)
     assert isinstance(body, LocalBlob) and Path(body.path).read_bytes() == BIG
+
+
+def test_a_failed_hand_over_releases_the_lease_at_once(tmp_path: Path, clock):
+    class FailingDispatcher:
+        def dispatch(self, job: FillJob, lease_owner: str) -> None:
+            raise Unavailable("could not start the fill function")
+
+    blobs = FileBlobStore(tmp_path)
+    metadata = SqliteMetadataStore(tmp_path / "metadata.sqlite3", clock=clock)
+    filler = LeasedFiller(blobs, metadata, FailingDispatcher(), sync_max_bytes=10_000, poll_seconds=0.01)
+    upstream = FakeUpstream()
+    with pytest.raises(Unavailable, match="could not start"):
+        fill(filler, metadata, upstream, BIG)
+    job = FillJob("up/repo", "up", Digest.of(BIG))
+    assert metadata.acquire_lease(job.lease_key, "the-next-request", 60)  # not stuck for the lease's lifetime
+
+
+def test_a_blob_of_unknown_size_is_handed_over(parts):
+    filler, metadata, dispatcher, upstream, _ = parts
+    upstream.send_sizes = False
+    with pytest.raises(Unavailable):
+        fill(filler, metadata, upstream, SMALL)
+    assert [job.digest for job, _ in dispatcher.jobs] == [Digest.of(SMALL)]

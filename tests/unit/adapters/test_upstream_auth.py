@@ -36,7 +36,7 @@ def test_basic_authorization():
 
 def test_token_cache_expires():
     cache = TokenCache()
-    cache.put(("r", "s", "scope"), "t1", expires_in=300)
-    assert cache.get(("r", "s", "scope")) == "t1"
-    cache.put(("r", "s", "scope"), "t2", expires_in=5)  # shorter than the safety margin: never reused
-    assert cache.get(("r", "s", "scope")) is None
+    cache.put(("r", "s", "scope", True), "t1", expires_in=300)
+    assert cache.get(("r", "s", "scope", True)) == "t1"
+    cache.put(("r", "s", "scope", True), "t2", expires_in=5)  # shorter than the safety margin: never reused
+    assert cache.get(("r", "s", "scope", True)) is None

@@ -12,7 +12,8 @@ import pytest
 from adapters.upstream.addresses import AddressPolicy
 from adapters.upstream.client import RegistryClient
 from adapters.upstream.credentials import Credentials
-from core.errors import Denied, TooManyRequests
+from core.digest import Digest
+from core.errors import Denied, ManifestInvalid, TooManyRequests, Unavailable
 from core.ports import RateLimit
 from core.rules import Rule
 
@@ -122,3 +123,74 @@ def test_every_preset_is_a_valid_rule_with_a_public_https_upstream():
     assert rules.route("docker-hub/alpine").repository == "library/alpine"
     assert rules.route("alpine").rule.prefix == ""  # the root rule: Docker's registry-mirrors
     assert rules.route("k8s/pause").rule.upstream == "https://registry.k8s.io"
+
+
+def test_a_refused_cached_token_is_replaced_by_a_new_one():
+    upstream_state = {"issued": 0, "accepted": ""}
+
+    def revoking(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "auth.example":
+            upstream_state["issued"] += 1
+            upstream_state["accepted"] = f"t{upstream_state['issued']}"
+            return httpx.Response(200, json={"token": upstream_state["accepted"], "expires_in": 300})
+        if request.headers.get("authorization") != f"Bearer {upstream_state['accepted']}":
+            return httpx.Response(401, headers={"www-authenticate": 'Bearer realm="https://auth.example/token"'})
+        return httpx.Response(200, content=MANIFEST, headers={"content-type": OCI_MANIFEST})
+
+    client, _ = client_for(revoking)
+    assert client.get_manifest("library/alpine", "3").data == MANIFEST
+    upstream_state["accepted"] = "revoked"  # the upstream stops taking the token the client holds, long before expiry
+    assert client.get_manifest("library/alpine", "3").data == MANIFEST
+    assert upstream_state["issued"] == 2  # refused once, then a fresh token: not stuck on the cached one
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [httpx.Response(200, content=b"<html>maintenance</html>"), httpx.Response(200, json=["token"]),
+     httpx.Response(200, json={"token": "t", "expires_in": "soon"}), httpx.Response(502)],
+)  # fmt: skip
+def test_an_unreadable_or_failing_token_service_is_the_upstream_unavailable(answer: httpx.Response):
+    def upstream(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "auth.example":
+            return answer
+        return httpx.Response(401, headers={"www-authenticate": 'Bearer realm="https://auth.example/token"'})
+
+    client, _ = client_for(upstream)
+    with pytest.raises(Unavailable):
+        client.get_manifest("library/alpine", "3")
+
+
+def test_token_service_refusal_and_throttling():
+    for status, error in ((403, Denied), (429, TooManyRequests)):
+
+        def upstream(request: httpx.Request, status: int = status) -> httpx.Response:
+            if request.url.host == "auth.example":
+                return httpx.Response(status)
+            return httpx.Response(401, headers={"www-authenticate": 'Bearer realm="https://auth.example/token"'})
+
+        client, _ = client_for(upstream)
+        with pytest.raises(error):
+            client.head_manifest("library/alpine", "3")
+
+
+def test_upstream_statuses_map_to_oci_errors_and_digest_headers_are_normalised():
+    answers = {
+        "/v2/library/alpine/manifests/bad": httpx.Response(400),
+        "/v2/library/alpine/manifests/down": httpx.Response(503),
+        "/v2/library/alpine/manifests/loop": httpx.Response(
+            302, headers={"location": "/v2/library/alpine/manifests/loop"}
+        ),
+        "/v2/library/alpine/manifests/huge": httpx.Response(200, content=b"x" * (4 * 1024 * 1024 + 1)),
+        "/v2/library/alpine/manifests/ok": httpx.Response(
+            200, content=MANIFEST, headers={"docker-content-digest": f" {Digest.of(MANIFEST)} "}
+        ),
+        "/v2/library/alpine/tags/list": httpx.Response(200, json={"tags": "latest"}),
+    }
+    client, _ = client_for(lambda request: answers[request.url.path])
+    for reference, error in (("bad", ManifestInvalid), ("down", Unavailable), ("loop", Unavailable),
+                             ("huge", ManifestInvalid)):  # fmt: skip
+        with pytest.raises(error):
+            client.get_manifest("library/alpine", reference)
+    assert client.get_manifest("library/alpine", "ok").digest == Digest.of(MANIFEST)
+    with pytest.raises(Unavailable):  # not a list of tags: unreadable, not its letters as tags
+        client.list_tags("library/alpine", None, None)

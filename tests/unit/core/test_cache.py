@@ -142,6 +142,16 @@ class TestManifestsByDigest:
         upstream.manifests[str(digest)] = (data, media_type)
         assert cache.manifest("up/library/app", str(digest), ANY, with_body=True).data == data
 
+    def test_manifest_by_tag_not_matching_its_digest_header_is_refused_and_not_cached(self, cache, upstream):
+        digest = upstream.add_image("library/app", "v1")
+        upstream.corrupt_manifests = True
+        with pytest.raises(DigestMismatch):
+            cache.manifest("up/library/app", "v1", ANY, with_body=True)
+        upstream.corrupt_manifests = False
+        upstream.calls.clear()
+        assert cache.manifest("up/library/app", "v1", ANY, with_body=True).record.digest == digest
+        assert upstream.calls == {"get_manifest": 1}  # nothing of the refused answer was kept
+
     def test_unknown_digest(self, cache, upstream):
         upstream.add_image("library/app", None)
         with pytest.raises(ManifestUnknown):
@@ -225,6 +235,7 @@ class TestBlobs:
     def test_concurrent_misses_make_one_upstream_fetch(self, cache, upstream):
         data = b"z" * 5_000_000
         digest = upstream.add_blob("library/app", data)
+        upstream.chunk_delay = 0.002  # a download that lasts, so that the eight requests overlap it
         results: list[bytes] = []
 
         def pull() -> None:
