@@ -14,7 +14,7 @@ from moto import mock_aws
 from adapters.aws.dynamodb_metadata_store import DynamoMetadataStore
 from adapters.aws.s3_blob_store import MIN_PART_SIZE, S3BlobStore
 from core.digest import Digest
-from core.errors import DigestMismatch
+from core.errors import DigestMismatch, Unavailable
 from core.ports import Redirect
 from handlers.aws import AwsClients, AwsSettings, clients_for, ensure_resources
 from tests.contract.blob_store_contract import BlobStoreContract
@@ -117,6 +117,31 @@ class TestDynamoMetadataStore(MetadataStoreContract):
         assert keys == [("LEASE#fill/x", "-"), ("REPOSITORIES", "up#library/app"), ("TAG#up#library/app", "v1")]
         lease = next(item for item in items if item["pk"]["S"].startswith("LEASE#"))
         assert "expires_at" in lease  # the table's TTL attribute
+
+
+def test_storage_failures_are_the_service_unavailable_and_leave_no_upload_behind(aws: None):
+    from tests.contract.metadata_store_contract import tag_record
+
+    clients = AwsClients(SETTINGS)
+    blobs = S3BlobStore(clients.s3, "no-such-bucket")
+    data = b"x" * (MIN_PART_SIZE + 1)
+    with pytest.raises(Unavailable):  # the first part cannot go up
+        blobs.writer(Digest.of(data)).write(data)
+    with pytest.raises(Unavailable):
+        blobs.put(Digest.of(b"small"), b"small")
+    with pytest.raises(Unavailable):
+        blobs.read(Digest.of(b"small"))
+    metadata = DynamoMetadataStore(clients.dynamodb, "no-such-table")
+    calls = [
+        lambda: metadata.get_tag("up", "app", "v1"),
+        lambda: metadata.put_tag("up", "app", "v1", tag_record()),
+        lambda: metadata.stale_tags("up", 0.0, 0.0, 10),
+        lambda: metadata.list_rules(),
+        lambda: metadata.get_backoff("https://up.example"),
+    ]
+    for call in calls:
+        with pytest.raises(Unavailable):
+            call()
 
 
 def test_rules_cli_works_against_the_table(aws: None, tmp_path):

@@ -72,10 +72,9 @@ class S3BlobWriter:
                     IfNoneMatch="*",
                 )
         except ClientError as exc:
-            if not _already_exists(exc):  # the same verified content won a race: nothing to do
-                self.abort()
-                raise Unavailable(f"storing {self._verifier.expected} failed") from exc
             self.abort()
+            if not _already_exists(exc):  # else the same verified content won a race: nothing to do
+                raise Unavailable(f"storing {self._verifier.expected} failed") from exc
         return self._verifier.size
 
     def abort(self) -> None:
@@ -92,15 +91,18 @@ class S3BlobWriter:
         self._client.put_object(Bucket=self._bucket, Key=self._key, Body=bytes(self._buffer), IfNoneMatch="*", **extra)
 
     def _upload_part(self, data: bytes) -> None:
-        if self._upload_id is None:
-            created = self._client.create_multipart_upload(Bucket=self._bucket, Key=self._key)
-            self._upload_id = created["UploadId"]
         number = len(self._parts) + 1
         if number > MAX_PARTS:
             raise Unavailable("blob too large for a multipart upload")
-        answer = self._client.upload_part(
-            Bucket=self._bucket, Key=self._key, UploadId=self._upload_id, PartNumber=number, Body=data
-        )
+        try:
+            if self._upload_id is None:
+                created = self._client.create_multipart_upload(Bucket=self._bucket, Key=self._key)
+                self._upload_id = created["UploadId"]
+            answer = self._client.upload_part(
+                Bucket=self._bucket, Key=self._key, UploadId=self._upload_id, PartNumber=number, Body=data
+            )
+        except ClientError as exc:  # the caller aborts the upload
+            raise Unavailable(f"storing {self._verifier.expected} failed") from exc
         self._parts.append({"PartNumber": number, "ETag": answer["ETag"]})
         if number % PART_GROWTH_EVERY == 0:
             self._part_size = min(self._part_size * 2, MAX_PART_SIZE)

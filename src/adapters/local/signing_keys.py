@@ -3,9 +3,11 @@ tokens already issued keep verifying until they expire."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
+import tempfile
 import time
 from pathlib import Path
 
@@ -20,9 +22,11 @@ class FileSigningKeys:
         self._cache: tuple[tuple[int, int], list[SigningKey]] | None = None
 
     def __call__(self) -> list[SigningKey]:
-        if not self._path.exists():
+        try:
+            status = self._path.stat()
+        except FileNotFoundError:
             self._write([_new_key()], exclusive=True)
-        status = self._path.stat()
+            status = self._path.stat()
         version = (status.st_ino, status.st_mtime_ns)  # every write is a rename: a new inode
         if self._cache is None or self._cache[0] != version:
             document = json.loads(self._path.read_text())
@@ -37,15 +41,19 @@ class FileSigningKeys:
 
     def _write(self, keys: list[SigningKey], *, exclusive: bool) -> None:
         document = {"keys": [{"kid": key.kid, "secret": key.secret.hex()} for key in keys]}
-        temp = self._path.with_suffix(".tmp")
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-        fd = os.open(temp, flags, 0o600)  # never readable by others, not even for a moment
-        with os.fdopen(fd, "w") as file:
-            json.dump(document, file)
-        if exclusive and self._path.exists():  # another process created it first: keep theirs
-            temp.unlink()
-            return
-        temp.replace(self._path)
+        # a temp file of this writer's own (mkstemp: mode 0600, never readable by others, not even for a moment)
+        fd, temp = tempfile.mkstemp(dir=self._path.parent, prefix=f".{self._path.name}.")
+        try:
+            with os.fdopen(fd, "w") as file:
+                json.dump(document, file)
+            if exclusive:
+                with contextlib.suppress(FileExistsError):  # another process created it first: keep theirs
+                    os.link(temp, self._path)  # creates the file only if it does not exist, atomically
+            else:
+                os.replace(temp, self._path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(temp)
 
 
 def _new_key() -> SigningKey:
