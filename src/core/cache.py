@@ -42,7 +42,7 @@ from core.ports import (
     Upstream,
     Upstreams,
 )
-from core.reference import Reference
+from core.reference import Reference, is_valid_tag
 from core.rules import Route, Rule, RuleSet, RuleSource
 from core.singleflight import SingleFlight
 
@@ -69,6 +69,11 @@ class PullsReserved(Exception):
 def _reserved_pulls(rate_limit: RateLimit) -> int:
     share = int(rate_limit.limit * RESERVED_PULLS_FRACTION) if rate_limit.limit else 0
     return max(RESERVED_PULLS_MINIMUM, share)
+
+
+def _check_tag(route: Route, tag: str) -> None:
+    if not route.rule.tag_allowed(tag):
+        raise Denied(f"tag {tag!r} is not allowed by the cache rule")
 
 
 class _NoUpstreams:
@@ -137,8 +142,7 @@ class PullThroughCache:
             record, warning = self._manifest_by_digest(route, ref.digest), None
         else:
             assert ref.tag is not None
-            if not route.rule.tag_allowed(ref.tag):
-                raise Denied(f"tag {ref.tag!r} is not allowed by the cache rule")
+            _check_tag(route, ref.tag)
             record, warning = self._manifest_by_tag(route, ref.tag)
         if not accept.allows(record.media_type):
             record = self._negotiate(route, record, accept, by_tag=ref.tag is not None)
@@ -188,6 +192,9 @@ class PullThroughCache:
         """Ask the upstream now what `tag` points to and record the answer, as a stale pull would, but not as a pull:
         the tag stays watched only while clients pull it. A refresh raises PullsReserved rather than spend the last
         pulls the upstream allows."""
+        if not is_valid_tag(tag):
+            raise ManifestUnknown(f"{tag!r} is not a tag")
+        _check_tag(route, tag)
         return self._revalidate_once(route, tag, cached, self._clock(), pulled=False)
 
     def _revalidate_once(
@@ -310,13 +317,13 @@ class PullThroughCache:
         """
         route = self.rules.route(name)
         digest = Digest.parse(digest_text)
+        size = self._metadata.get_blob(route.scope, digest)
+        if size is not None and self._blobs.exists(digest):  # landed already (a retried invocation)
+            return size
         job = FillJob(name, route.scope, digest)
         if not self._metadata.acquire_lease(job.lease_key, lease_owner, lease_seconds):
             return None
         try:
-            size = self._metadata.get_blob(route.scope, digest)
-            if size is not None and self._blobs.exists(digest):
-                return size
             upstream = self._upstream(route)
             size = copy_blob(lambda: upstream.open_blob(route.repository, digest), self._blobs.writer(digest))
             self._metadata.put_blob(route.scope, digest, size)
@@ -342,12 +349,10 @@ class PullThroughCache:
         return TagList(name, listed, more or upstream_has_more)
 
     def catalog(self) -> list[str]:
-        prefixes = {rule.scope: rule.prefix for rule in self.rules}
-        names = []
-        for scope, repository in self._metadata.list_repositories():
-            if scope in prefixes:  # repositories of rules since removed are not listed
-                names.append(f"{prefixes[scope]}/{repository}" if prefixes[scope] else repository)
-        return sorted(names)
+        rules = {rule.scope: rule for rule in self.rules}
+        # repositories of rules since removed are not listed
+        return sorted(rules[scope].client_name(repository) for scope, repository in self._metadata.list_repositories()
+                      if scope in rules)  # fmt: skip
 
     def _upstream(self, route: Route) -> Upstream:
         return GuardedUpstream(self._upstreams.for_rule(route.rule), self._metadata, route.rule.upstream_base)

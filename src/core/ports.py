@@ -25,10 +25,12 @@ class LocalBlob:
 
 @dataclass(frozen=True, slots=True)
 class StreamedBlob:
-    """A blob still arriving from the upstream; `chunks(offset, length)` yields its bytes as they are verified."""
+    """A blob still arriving from the upstream; `chunks(offset, length)` yields its bytes as they are verified.
+    `stored()` returns once it is stored and recorded (the last byte reaches readers just before that)."""
 
     size: int
     chunks: Callable[[int, int], Iterator[bytes]]
+    stored: Callable[[], None] = lambda: None
 
 
 @dataclass(frozen=True, slots=True)

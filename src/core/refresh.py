@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -13,13 +12,12 @@ from core.cache import PullsReserved, PullThroughCache
 from core.digest import Digest
 from core.errors import RegistryError
 from core.mediatypes import Accept, Manifest, select_platform_child
-from core.ports import EventSink, ManifestRecord, Metrics, NoEvents, NoMetrics, SyncEvent
+from core.ports import EventSink, ManifestRecord, Metrics, NoEvents, NoMetrics, StreamedBlob, SyncEvent
 from core.rules import Route
 
 log = logging.getLogger(__name__)
 
 ANY_MANIFEST = Accept([])
-PREFETCH_LEASE_SECONDS = 900.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +48,7 @@ class Refresher:
 
     def refresh_tag(self, name: str, tag: str) -> RefreshOutcome:
         """Revalidate one tag now, whatever its age: what changed?"""
-        return self._refresh(self._cache.rules.route(name), name, tag)
+        return self._refresh(name, tag)
 
     def refresh_stale(self, *, pulled_within_seconds: float, limit: int) -> list[RefreshOutcome]:
         """Revalidate up to `limit` stale tags that clients pulled recently, least recently confirmed first, so the
@@ -66,12 +64,16 @@ class Refresher:
             stale = self._metadata.stale_tags(
                 rule.scope, now - rule.tag_ttl_seconds, now - pulled_within_seconds, budget
             )
-            for repository, tag in stale:
-                name = f"{rule.prefix}/{repository}" if rule.prefix else repository
-                outcomes.append(self._refresh(Route(rule, repository), name, tag))
+            # routed again by the name a client pulls: a rule changed since the pull may now deny it
+            outcomes += [self._refresh(rule.client_name(repository), tag) for repository, tag in stale]
         return outcomes
 
-    def _refresh(self, route: Route, name: str, tag: str) -> RefreshOutcome:
+    def _refresh(self, name: str, tag: str) -> RefreshOutcome:
+        try:
+            route = self._cache.rules.route(name)
+        except RegistryError as exc:  # no rule leads there (any more), or it denies the name
+            self._metrics.count("RefreshFailed")
+            return RefreshOutcome(name, tag, "failed", None, None, f"{exc.code}: {exc.message}")
         cached = self._metadata.get_tag(route.scope, route.repository, tag)
         previous = str(cached.manifest.digest) if cached is not None else None
         try:
@@ -91,24 +93,35 @@ class Refresher:
         return RefreshOutcome(name, tag, "updated", str(record.digest), previous)
 
     def _prefetch(self, route: Route, name: str, record: ManifestRecord) -> None:
-        """Fetch the blobs of the rule's prefetch platforms, so that even the first pull after a move is a hit."""
+        """Fetch the blobs of the rule's prefetch platforms, so that even the first pull after a move is a hit.
+        The tag itself is refreshed either way: what fails here can still come on the first pull."""
         if not route.rule.prefetch_platforms:
             return
-        images = [self._manifest(name, record.digest)]
-        if record.is_index:
-            children = (select_platform_child(images[0], platform) for platform in route.rule.prefetch_platforms)
-            images = [self._manifest(name, child) for child in children if child is not None]
+        try:
+            images = [self._manifest(name, record.digest)]
+            if record.is_index:
+                children = (select_platform_child(images[0], platform) for platform in route.rule.prefetch_platforms)
+                images = [self._manifest(name, child) for child in children if child is not None]
+        except RegistryError as exc:
+            log.warning("prefetch for %s failed: %s", name, exc.message)
+            return
         for image in images:
             document = json.loads(image.data)
             for descriptor in [document.get("config"), *document.get("layers", [])]:
                 if isinstance(descriptor, dict) and isinstance(descriptor.get("digest"), str):
-                    owner = f"prefetch-{uuid.uuid4().hex}"
                     try:
-                        self._cache.fill_blob(
-                            name, descriptor["digest"], lease_owner=owner, lease_seconds=PREFETCH_LEASE_SECONDS
-                        )
-                    except RegistryError as exc:  # the tag itself is refreshed; a blob can still come on pull
+                        self._fetch_blob(name, descriptor["digest"])
+                    except RegistryError as exc:
                         log.warning("prefetch of %s for %s failed: %s", descriptor["digest"], name, exc.message)
+
+    def _fetch_blob(self, name: str, digest: str) -> None:
+        """As a pull would, through the cache's filler (and its leases): a streamed fill is read to its end, so
+        that it lands; on Lambda a large one goes to the fill function."""
+        body = self._cache.blob(name, digest, head=False)
+        if isinstance(body, StreamedBlob):
+            for _ in body.chunks(0, body.size):
+                pass
+            body.stored()
 
     def _manifest(self, name: str, digest: Digest) -> Manifest:
         served = self._cache.manifest(name, str(digest), ANY_MANIFEST, with_body=True)

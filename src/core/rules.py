@@ -119,6 +119,12 @@ class Rule:
             return f"library/{repository}"
         return repository
 
+    def client_name(self, repository: str) -> str:
+        """The name a client pulls for this upstream repository: the inverse of the routing."""
+        if self.upstream_repository_prefix:
+            repository = repository.removeprefix(f"{self.upstream_repository_prefix}/")
+        return f"{self.prefix}/{repository}" if self.prefix else repository
+
     def repository_allowed(self, repository: str) -> bool:
         if any(fnmatch.fnmatchcase(repository, pattern) for pattern in self.deny):
             return False

@@ -254,4 +254,4 @@ class TeeFiller:
             stored = self._store.locate(fill.digest, head=False)
             assert stored is not None
             return stored
-        return StreamedBlob(fill.size, fill.chunks)
+        return StreamedBlob(fill.size, fill.chunks, fill.wait_committed)

@@ -191,3 +191,55 @@ def test_a_refresh_prefetches_the_blobs_of_the_rules_platforms(cache, refresher,
     for digest in blobs_of(children["amd64"]):
         with pytest.raises(NeedsUpstream):
             local.blob("pre/multi", digest, head=False)
+
+
+def test_a_failing_prefetch_keeps_the_update_and_the_rest_of_the_run(cache, refresher, upstream, clock, rules):
+    from core.rules import Rule, RuleSet
+
+    cache.rule_source = RuleSet([*rules, Rule("pre", "http://pre.invalid", tag_ttl_seconds=TTL,
+                                              prefetch_platforms=("linux/arm64",))])  # fmt: skip
+    for repository in ("multi", "single"):
+        upstream.add_image(repository, "v1")
+        cache.manifest(f"pre/{repository}", "v1", ANY, with_body=False)
+    index, children = upstream.add_index("multi", "v1")
+    del upstream.manifests[str(children["arm64"])]  # the platform's manifest is gone upstream
+    upstream.add_image("single", "v1", layer=b"moved")
+    clock.advance(TTL + 1)
+    outcomes = {o.name: o for o in refresher.refresh_stale(pulled_within_seconds=30 * DAY, limit=10)}
+    assert outcomes["pre/multi"].status == "updated" and outcomes["pre/multi"].digest == str(index)
+    assert outcomes["pre/single"].status == "updated"
+
+
+def test_names_are_those_clients_pull_and_rules_are_applied_again(cache, refresher, upstream, clock, rules):
+    from core.rules import Rule, RuleSet
+
+    mapped = Rule("my-app", "http://mapped.invalid", tag_ttl_seconds=TTL, upstream_repository_prefix="org")
+    cache.rule_source = RuleSet([*rules, mapped])
+    upstream.add_image("org/x", "v1")
+    upstream.add_image("library/app", "v1")
+    cache.manifest("my-app/x", "v1", ANY, with_body=False)
+    cache.manifest("up/library/app", "v1", ANY, with_body=False)
+    assert "my-app/x" in cache.catalog()  # the name that pulls it, not my-app/org/x
+    clock.advance(TTL + 1)
+    cache.rule_source = RuleSet([Rule("up", "http://upstream.invalid", tag_ttl_seconds=TTL, deny=("library/*",)),
+                                 mapped])  # fmt: skip
+    upstream.calls.clear()
+    outcomes = {o.name: o for o in refresher.refresh_stale(pulled_within_seconds=30 * DAY, limit=10)}
+    assert outcomes["my-app/x"].status == "unchanged"
+    assert outcomes["up/library/app"].status == "failed" and outcomes["up/library/app"].reason.startswith("DENIED")
+    assert upstream.calls == {"head_manifest": 1}  # the denied repository was not asked about
+
+
+def test_a_manual_refresh_checks_the_name_and_tag_before_asking(refresher, upstream, rules, cache):
+    from core.rules import Rule, RuleSet
+
+    cache.rule_source = RuleSet([*rules, Rule("strict", "http://s.invalid", allowed_tags=r"v\d+")])
+    outcomes = [refresher.refresh_tag("nowhere/x", "v1"), refresher.refresh_tag("up/library/app", "a?b"),
+                refresher.refresh_tag("strict/app", "latest"), refresher.refresh_tag("up/Bad", "v1")]  # fmt: skip
+    assert [o.reason.split(":")[0] for o in outcomes if o.reason] == [
+        "NAME_UNKNOWN",
+        "MANIFEST_UNKNOWN",
+        "DENIED",
+        "NAME_INVALID",
+    ]
+    assert upstream.calls == {}
