@@ -151,6 +151,7 @@ def create_app(cache: PullThroughCache, auth: Authenticator | None = None) -> Fa
 
     @app.get("/v2/{name:path}/referrers/{digest}")
     def referrers(name: str, digest: str, request: Request) -> Response:
+        name = _routed(name, request)
         authorize(request, name)
         cache.rules.route(name)  # unknown names still get NAME_UNKNOWN
         raise ReferrersUnsupported()

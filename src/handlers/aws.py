@@ -22,9 +22,8 @@ from adapters.upstream.client import HttpUpstreams
 from core.auth import Authenticator, TokenService
 from core.cache import PullThroughCache
 from core.ports import Metrics
-from core.rules import ReloadingRules, Rule, RuleSet
-from handlers.config import preset_rules
-from handlers.local import TOKEN_SERVICE
+from core.rules import ReloadingRules, RuleSet
+from handlers.config import TOKEN_SERVICE, preset_rules, with_stored_rules
 
 RULES_RELOAD_SECONDS = 60.0
 FILL_LEASE_SECONDS = 900.0  # the fill function's own timeout
@@ -100,17 +99,9 @@ def build_aws_cache(settings: AwsSettings, metrics: Metrics) -> PullThroughCache
         credentials_expiry=clients.credentials_expiry,
     )  # fmt: skip
     builtins = preset_rules(settings.builtin_rules)
-
-    def load_rules() -> RuleSet:
-        # a stored rule replaces the preset with the same prefix
-        by_prefix: dict[str, Rule] = {rule.prefix: rule for rule in builtins}
-        by_prefix.update({rule.prefix: rule for rule in metadata.list_rules()})
-        return RuleSet(by_prefix.values())
-
+    rules = ReloadingRules(lambda: with_stored_rules(builtins, metadata.list_rules()), RULES_RELOAD_SECONDS)
     filler = LeasedFiller(blobs, metadata, _dispatcher(settings, clients), sync_max_bytes=settings.sync_fill_max_bytes)
-    return PullThroughCache(
-        ReloadingRules(load_rules, RULES_RELOAD_SECONDS), metadata, blobs, HttpUpstreams(), filler, metrics=metrics
-    )
+    return PullThroughCache(rules, metadata, blobs, HttpUpstreams(), filler, metrics=metrics)
 
 
 def _dispatcher(settings: AwsSettings, clients: AwsClients) -> FillDispatcher:

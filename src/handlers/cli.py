@@ -14,10 +14,10 @@ from adapters.local.metadata_store import SqliteMetadataStore
 from adapters.upstream.addresses import ALLOW_PRIVATE_ENV
 from adapters.upstream.client import TIMEOUT_ENV
 from core.rules import RuleInvalid, RuleSet
-from handlers.config import PRESETS, load_rules
+from handlers.config import BUILTIN_RULES, PRESETS, load_rules, with_stored_rules
 from handlers.keys_cli import keys
 from handlers.lambda_local import serve as serve_events
-from handlers.local import AUTH_ENV, DATA_DIR_ENV, RULES_FILE_ENV, build_local_refresher, with_stored_rules
+from handlers.local import AUTH_ENV, DATA_DIR_ENV, RULES_FILE_ENV, build_local_refresher
 from handlers.rules_cli import rules
 
 
@@ -91,7 +91,7 @@ def serve(
         os.environ[RULES_FILE_ENV] = str(rules_file.resolve())
     else:
         data_dir.mkdir(parents=True, exist_ok=True)
-        rules = with_stored_rules(SqliteMetadataStore(data_dir / "metadata.sqlite3"))
+        rules = with_stored_rules(BUILTIN_RULES, SqliteMetadataStore(data_dir / "metadata.sqlite3").list_rules())
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream request is the access log's job
     prefixes = ", ".join(f"{rule.prefix or '(root)'} -> {rule.upstream}" for rule in rules)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,14 @@ PRESETS = {
     "docker-hub-root": Rule(ROOT_PREFIX, DOCKER_HUB, library_namespace=True),
 }
 BUILTIN_RULES = tuple(PRESETS.values())
+TOKEN_SERVICE = "pullthrough"  # the `service` of our own registry tokens
+
+
+def with_stored_rules(builtins: Iterable[Rule], stored: Iterable[Rule]) -> RuleSet:
+    """The built-in rules, each replaced by a stored rule with the same prefix, and the other stored rules."""
+    by_prefix = {rule.prefix: rule for rule in builtins}
+    by_prefix.update({rule.prefix: rule for rule in stored})
+    return RuleSet(by_prefix.values())
 
 
 def preset_rules(names: str) -> list[Rule]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from core.auth import PullKey, hash_secret, new_secret
-from core.reference import validate_name
+from core.reference import is_valid_name
 from handlers.rules_cli import backend_options, store_for
 
 _DURATION = re.compile(r"^(\d+)([hdw])$")
@@ -48,8 +48,8 @@ def create(name: str, prefixes: tuple[str, ...], expires: str | None, data_dir: 
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", name):
         raise click.UsageError("a key name is letters, digits, '.', '_' and '-', at most 64")
     for prefix in prefixes:
-        if prefix:
-            validate_name(prefix)
+        if prefix and not is_valid_name(prefix):
+            raise click.UsageError(f"{prefix!r} is not a repository name prefix")
     store = store_for(data_dir, table)
     if store.get_key(name) is not None:
         raise click.UsageError(f"a key named {name!r} exists; revoke it or pick another name")

@@ -18,13 +18,12 @@ from core.cache import PullThroughCache
 from core.refresh import Refresher
 from core.rules import ReloadingRules, RuleSet
 from handlers.api import create_app
-from handlers.config import BUILTIN_RULES, load_rules
+from handlers.config import BUILTIN_RULES, TOKEN_SERVICE, load_rules, with_stored_rules
 
 DATA_DIR_ENV = "PULLTHROUGH_DATA_DIR"
 RULES_FILE_ENV = "PULLTHROUGH_RULES_FILE"
 RULES_RELOAD_SECONDS = 5.0
 AUTH_ENV = "PULLTHROUGH_AUTH"
-TOKEN_SERVICE = "pullthrough"
 
 
 def build_local_cache(data_dir: Path, rules: RuleSet | None) -> PullThroughCache:
@@ -36,8 +35,9 @@ def build_local_cache(data_dir: Path, rules: RuleSet | None) -> PullThroughCache
     data_dir.mkdir(parents=True, exist_ok=True)
     blobs = FileBlobStore(data_dir)
     metadata = SqliteMetadataStore(data_dir / "metadata.sqlite3")
+    stored = ReloadingRules(lambda: with_stored_rules(BUILTIN_RULES, metadata.list_rules()), RULES_RELOAD_SECONDS)
     return PullThroughCache(
-        rules=rules if rules is not None else ReloadingRules(lambda: with_stored_rules(metadata), RULES_RELOAD_SECONDS),
+        rules=rules if rules is not None else stored,
         metadata=metadata,
         blobs=blobs,
         upstreams=HttpUpstreams(),
@@ -48,12 +48,6 @@ def build_local_cache(data_dir: Path, rules: RuleSet | None) -> PullThroughCache
 def build_local_refresher(data_dir: Path, rules: RuleSet | None) -> Refresher:
     """`pullthrough refresh`: the same cache, its sync events to the log."""
     return Refresher(build_local_cache(data_dir, rules), LogEvents())
-
-
-def with_stored_rules(metadata: SqliteMetadataStore) -> RuleSet:
-    by_prefix = {rule.prefix: rule for rule in BUILTIN_RULES}
-    by_prefix.update({rule.prefix: rule for rule in metadata.list_rules()})
-    return RuleSet(by_prefix.values())
 
 
 def local_authenticator(data_dir: Path) -> Authenticator:

@@ -206,6 +206,8 @@ def test_ns_routes_a_mirror_request_to_the_rule_for_that_registry(client, image)
     assert blob.status_code == 200 and blob.content == LAYER
     unknown = client.get("/v2/library/app/manifests/v1", params={"ns": "elsewhere.example"})
     assert unknown.status_code == 404 and oci_error(unknown) == "NAME_UNKNOWN"
+    referrers = client.get(f"/v2/library/app/referrers/{image['manifest']}", params={"ns": "upstream.invalid"})
+    assert referrers.status_code == 404 and oci_error(referrers) == "UNSUPPORTED"  # routed like the rest
 
 
 def test_denied_repositories_and_tags(tmp_path, upstream):

@@ -59,3 +59,25 @@ def test_apply_syncs_declaratively(tmp_path: Path):
     assert [r["prefix"] for r in json.loads(run("describe", *data, "--output", "json")[1])] == ["new", "old"]
     assert run("apply", str(rules_file), "--prune", *data)[0] == 0
     assert [r["prefix"] for r in json.loads(run("describe", *data, "--output", "json")[1])] == ["new"]
+
+
+def test_pull_keys_from_the_command_line(tmp_path: Path):
+    def keys(*args: str) -> tuple[int, str]:
+        result = CliRunner().invoke(main, ["keys", *args, "--data-dir", str(tmp_path)])
+        assert result.exception is None or isinstance(result.exception, SystemExit), result.exception  # no traceback
+        return result.exit_code, result.output
+
+    code, output = keys("create", "ci", "--prefix", "Bad Prefix")
+    assert code == 2 and "not a repository name prefix" in output
+    code, output = keys("create", "bad name", "--prefix", "up")
+    assert code == 2 and "a key name is" in output
+    code, output = keys("create", "ci", "--prefix", "up", "--expires", "soonish")
+    assert code == 2
+    code, output = keys("create", "ci", "--prefix", "up", "--prefix", "hub/library", "--expires", "30d")
+    assert code == 0 and len(output.splitlines()[-1]) >= 32  # the secret, last
+    assert keys("create", "ci", "--prefix", "up")[0] == 2  # names are unique
+    code, output = keys("list", "--output", "json")
+    [listed] = json.loads(output)
+    assert listed["name"] == "ci" and listed["prefixes"] == ["up", "hub/library"] and "hash" not in str(listed)
+    assert keys("revoke", "nobody")[0] != 0
+    assert keys("revoke", "ci")[0] == 0

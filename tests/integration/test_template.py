@@ -203,6 +203,11 @@ def test_environment_matches_what_the_code_reads(transformed: dict[str, Any]) ->
     assert "ApiFunction" not in json.dumps(functions["FillFunction"])
     parameters = transformed["Parameters"]
     assert parameters["BuiltinUpstreams"]["Default"] == "docker-hub,ghcr,quay,ecr-public,k8s"
+    from handlers.config import PRESETS  # every preset can be enabled, and nothing else
+
+    pattern = parameters["BuiltinUpstreams"]["AllowedPattern"]
+    assert re.fullmatch(pattern, ",".join(PRESETS)) and re.fullmatch(pattern, "")
+    assert not re.fullmatch(pattern, "docker-hub,nope") and not re.fullmatch(pattern, "docker-hub, ghcr")
     assert parameters["SyncFillMaxBytes"]["Default"] == 67108864
     assert parameters["PresignExpirySeconds"]["Default"] == 600
     assert parameters["LogLevel"]["Default"] == "INFO"
