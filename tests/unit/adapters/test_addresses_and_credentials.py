@@ -60,6 +60,14 @@ def listener() -> Iterator[_Listener]:
     server.socket.close()
 
 
+@pytest.fixture(autouse=True)
+def no_proxy_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whether names are checked before a request or at connect depends on the environment's proxies."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+
+
 @pytest.fixture
 def resolver(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
     """Host names answered from a dict, the way a DNS server under an attacker's control would answer them."""
@@ -93,9 +101,6 @@ def test_behind_an_environment_proxy_names_are_checked_before_the_request(
     resolver: dict[str, list[str]], monkeypatch: pytest.MonkeyPatch
 ):
     resolver["rebound.example"] = ["127.0.0.1"]
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "all_proxy",
-                 "no_proxy"):  # fmt: skip
-        monkeypatch.delenv(name, raising=False)
     AddressPolicy().check("https://rebound.example/v2/")  # dialled by us: checked at connect time
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")  # dialled by the proxy: checked now
     with pytest.raises(AddressForbidden, match="non-public"):
