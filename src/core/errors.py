@@ -49,6 +49,14 @@ class ManifestInvalid(RegistryError):
     code, http_status, default_message = "MANIFEST_INVALID", 400, "manifest invalid"
 
 
+class TargetTooLong(RegistryError):
+    code, http_status, default_message = "SIZE_INVALID", 414, "request target too long"
+
+
+class HeadersTooLarge(RegistryError):
+    code, http_status, default_message = "SIZE_INVALID", 431, "request headers too large"
+
+
 class PaginationNumberInvalid(RegistryError):
     code, http_status, default_message = "PAGINATION_NUMBER_INVALID", 400, "invalid number of results requested"
 

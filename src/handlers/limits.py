@@ -7,6 +7,8 @@ import json
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from core.errors import HeadersTooLarge, NameInvalid, RegistryError, TargetTooLong
+
 MAX_TARGET_BYTES = 4096  # a repository name is at most 255 characters; a digest 135
 MAX_HEADER_BYTES = 16 * 1024
 MAX_HEADERS = 100
@@ -21,32 +23,30 @@ class RequestLimits:
         if scope["type"] == "http":
             problem = _problem(scope)
             if problem is not None:
-                status, message = problem
-                await _refuse(send, status, message, head=scope["method"] == "HEAD")
+                await _refuse(send, problem, head=scope["method"] == "HEAD")
                 return
         await self._app(scope, receive, send)
 
 
-def _problem(scope: Scope) -> tuple[int, str] | None:
+def _problem(scope: Scope) -> RegistryError | None:
     raw_path = scope.get("raw_path") or scope["path"].encode()
     if len(raw_path) + len(scope.get("query_string", b"")) > MAX_TARGET_BYTES:
-        return 414, f"request target longer than {MAX_TARGET_BYTES} bytes"
+        return TargetTooLong(f"request target longer than {MAX_TARGET_BYTES} bytes")
     if b"%2f" in raw_path.lower() or b"%5c" in raw_path.lower():  # no OCI name needs an encoded (back)slash
-        return 400, "encoded slashes are not allowed in the path"
+        return NameInvalid("encoded slashes are not allowed in the path")
     headers = scope["headers"]
     if len(headers) > MAX_HEADERS or sum(len(name) + len(value) for name, value in headers) > MAX_HEADER_BYTES:
-        return 431, f"more than {MAX_HEADERS} headers or {MAX_HEADER_BYTES} bytes of them"
+        return HeadersTooLarge(f"more than {MAX_HEADERS} headers or {MAX_HEADER_BYTES} bytes of them")
     names = [name.lower() for name, _ in headers]
     for unique in UNIQUE_HEADERS:
         if names.count(unique) > 1:
-            return 431, f"the {unique.decode()} header appears more than once"
+            return HeadersTooLarge(f"the {unique.decode()} header appears more than once")
     return None
 
 
-async def _refuse(send: Send, status: int, message: str, *, head: bool) -> None:
-    code = "SIZE_INVALID" if status != 400 else "NAME_INVALID"
-    body = json.dumps({"errors": [{"code": code, "message": message}]}).encode()
+async def _refuse(send: Send, error: RegistryError, *, head: bool) -> None:
+    body = json.dumps(error.to_body()).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                (b"docker-distribution-api-version", b"registry/2.0")]  # fmt: skip
-    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.start", "status": error.http_status, "headers": headers})
     await send({"type": "http.response.body", "body": b"" if head else body})

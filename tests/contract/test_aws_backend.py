@@ -118,6 +118,20 @@ class TestDynamoMetadataStore(MetadataStoreContract):
         lease = next(item for item in items if item["pk"]["S"].startswith("LEASE#"))
         assert "expires_at" in lease  # the table's TTL attribute
 
+    def test_a_revalidated_tag_is_one_write(self, aws: None):
+        from tests.contract.metadata_store_contract import tag_record
+
+        client = boto3.client("dynamodb")
+        puts: list[str] = []
+        client.meta.events.register("provide-client-params.dynamodb.PutItem",
+                                    lambda params, **_: puts.append(params["Item"]["pk"]["S"]))  # fmt: skip
+        store = DynamoMetadataStore(client, SETTINGS.table)
+        store.put_tag("up", "library/app", "v1", tag_record())
+        assert puts == ["TAG#up#library/app", "REPOSITORIES"]
+        puts.clear()
+        store.put_tag("up", "library/app", "v1", tag_record(checked_at=2000.0))
+        assert puts == ["TAG#up#library/app"]  # the repository is indexed already
+
 
 def test_storage_failures_are_the_service_unavailable_and_leave_no_upload_behind(aws: None):
     from tests.contract.metadata_store_contract import tag_record

@@ -91,12 +91,13 @@ class DynamoMetadataStore:
 
     def put_tag(self, scope: str, repository: str, tag: str, record: TagRecord) -> None:
         manifest = record.manifest
-        self._put({
+        replaced = self._put({
             "pk": _s(f"TAG#{scope}#{repository}"), "sk": _s(tag),
             "digest": _s(str(manifest.digest)), "media_type": _s(manifest.media_type), "size": _n(manifest.size),
             "checked_at": _n(record.checked_at), "pulled_at": _n(record.pulled_at), "tag_scope": _s(f"SCOPE#{scope}"),
         })  # fmt: skip
-        self._index_repository(scope, repository)
+        if not replaced:  # a revalidated tag is indexed already: no second write to the one index partition
+            self._index_repository(scope, repository)
 
     def record_pull(self, scope: str, repository: str, tag: str, pulled_at: float) -> None:
         with contextlib.suppress(ClientError):  # _call lets only conditional failures through: a newer pull
@@ -240,8 +241,10 @@ class DynamoMetadataStore:
         item: dict[str, Any] | None = answer.get("Item")
         return item
 
-    def _put(self, item: dict[str, Any]) -> None:
-        self._call(self._client.put_item, TableName=self._table, Item=item)
+    def _put(self, item: dict[str, Any]) -> bool:
+        """Whether it replaced an item."""
+        answer = self._call(self._client.put_item, TableName=self._table, Item=item, ReturnValues="ALL_OLD")
+        return "Attributes" in answer
 
     def _query(self, pk: str) -> Iterator[dict[str, Any]]:
         paginator = self._client.get_paginator("query")
