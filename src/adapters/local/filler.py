@@ -42,7 +42,7 @@ def size_path(partial: Path) -> Path:
 class _Fill:
     """The download this process runs, holding the fill lease."""
 
-    def __init__(self, digest: Digest, store: FileBlobStore, renew: Callable[[], object]) -> None:
+    def __init__(self, digest: Digest, store: FileBlobStore, renew: Callable[[], bool]) -> None:
         self.digest = digest
         self._store = store
         self._renew = renew
@@ -71,9 +71,11 @@ class _Fill:
                         writer.write(chunk)
                         if writer.written - self.written >= ANNOUNCE_EVERY:
                             self._announce(writer)
-                            if time.monotonic() - renewed > RENEW_EVERY_SECONDS:
-                                self._renew()
-                                renewed = time.monotonic()
+                        # on every chunk, however slowly they come: a lapsed lease lets another process start over
+                        if time.monotonic() - renewed > RENEW_EVERY_SECONDS:
+                            if not self._renew():
+                                raise Unavailable(f"the download of {self.digest} lost its lease; retry")
+                            renewed = time.monotonic()
                     self._announce(writer)
                     if upstream_blob.size is not None and writer.written != upstream_blob.size:
                         raise DigestMismatch(f"upstream sent {writer.written} of {upstream_blob.size} bytes")
@@ -233,8 +235,8 @@ class TeeFiller:
             time.sleep(FOLLOW_POLL_SECONDS)
 
     def _start(self, job: FillJob, owner: str, source: BlobSource, on_commit: Callable[[int], None]) -> _Fill:
-        def renew() -> None:
-            self._metadata.acquire_lease(job.lease_key, owner, LEASE_SECONDS)
+        def renew() -> bool:
+            return self._metadata.acquire_lease(job.lease_key, owner, LEASE_SECONDS)
 
         fill = self._fills[job.digest] = _Fill(job.digest, self._store, renew)
 

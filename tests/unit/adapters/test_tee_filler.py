@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -67,3 +68,22 @@ def test_followers_see_the_holders_failure_and_nothing_is_kept(tmp_path: Path, u
         read_all(holder)
     assert not FileBlobStore(tmp_path).exists(digest)
     assert sorted(path.name for path in (tmp_path / "tmp").iterdir()) == []
+
+
+def test_a_download_that_lost_its_lease_stops_and_keeps_nothing(
+    tmp_path: Path, upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+):
+    import adapters.local.filler as filler_module
+
+    monkeypatch.setattr(filler_module, "RENEW_EVERY_SECONDS", 0.0)  # renew on every chunk
+    digest = upstream.add_blob("repo", DATA)
+    job = FillJob("up/repo", "up", digest)
+    filler, _ = process(tmp_path)
+    body = filler.fill(job, lambda: upstream.open_blob("repo", digest), lambda size: None)
+    assert isinstance(body, StreamedBlob)
+    # seen from two minutes later, the lease has lapsed (a stall), and another process takes it over
+    later = SqliteMetadataStore(tmp_path / "metadata.sqlite3", clock=lambda: time.time() + 120)
+    assert later.acquire_lease(job.lease_key, "another-process", 600)
+    with pytest.raises(Unavailable, match="lost its lease"):
+        read_all(body)
+    assert not FileBlobStore(tmp_path).exists(digest)
