@@ -11,13 +11,12 @@ from core.breaker import GuardedUpstream
 from core.digest import Digest
 from core.errors import (
     Denied,
-    DigestMismatch,
     ManifestInvalid,
     ManifestUnknown,
     TooManyRequests,
     Unavailable,
 )
-from core.filling import copy_blob
+from core.filling import copy_blob, store_bytes
 from core.mediatypes import (
     DOCKER_MANIFEST_LIST,
     OCI_INDEX,
@@ -247,10 +246,8 @@ class PullThroughCache:
             raise PullsReserved(f"the upstream allows {rate_limit.remaining} more pulls for now")
 
     def _store_manifest(self, route: Route, data: bytes, content_type: str | None, digest: Digest) -> ManifestRecord:
-        if Digest.of(data, digest.algorithm) != digest:
-            raise DigestMismatch(f"upstream manifest does not match {digest}")
+        store_bytes(self._blobs, digest, data)  # DigestMismatch if the bytes are not what the digest says
         record = ManifestRecord(digest, detect_media_type(data, content_type), len(data))
-        self._blobs.put(digest, data)
         self._metadata.put_manifest(route.scope, route.repository, record)
         return record
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 
+from core.digest import Digest
 from core.errors import DigestMismatch
-from core.ports import BlobSource, BlobWriter, UpstreamBlob
+from core.ports import BlobSource, BlobStore, BlobWriter, UpstreamBlob
 
 
 class DeadlinePassed(Exception):
@@ -20,6 +21,11 @@ def copy_blob(source: BlobSource, writer: BlobWriter) -> int:
     except BaseException:
         writer.abort()
         raise
+
+
+def store_bytes(store: BlobStore, digest: Digest, data: bytes) -> int:
+    """Bytes already in memory (a manifest) into `store`, verified like any blob: visible only if they match."""
+    return write_blob(UpstreamBlob(len(data), iter((data,))), store.writer(digest))
 
 
 def write_blob(upstream_blob: UpstreamBlob, writer: BlobWriter, deadline: float | None = None) -> int:

@@ -99,9 +99,6 @@ class BlobStore(Protocol):
     def read(self, digest: Digest) -> bytes | None:
         """Small content (manifests) in one piece; None if absent."""
 
-    def put(self, digest: Digest, data: bytes) -> None:
-        """Store small content, verified against `digest`."""
-
     def writer(self, digest: Digest) -> BlobWriter: ...
 
     def locate(self, digest: Digest, *, head: bool) -> BlobBody | None:

@@ -6,6 +6,7 @@ import pytest
 
 from core.digest import Digest
 from core.errors import DigestMismatch
+from core.filling import store_bytes
 from core.ports import BlobStore, LocalBlob, Redirect
 
 DATA = b"some content" * 1000
@@ -21,14 +22,14 @@ class BlobStoreContract:
 
     def test_put_and_read(self, store: BlobStore):
         digest = Digest.of(DATA)
-        store.put(digest, DATA)
+        store_bytes(store, digest, DATA)
         assert store.exists(digest)
         assert store.read(digest) == DATA
 
     def test_put_refuses_content_that_does_not_match(self, store: BlobStore):
         digest = Digest.of(DATA)
         with pytest.raises(DigestMismatch):
-            store.put(digest, DATA + b"!")
+            store_bytes(store, digest, DATA + b"!")
         assert not store.exists(digest)
 
     def test_streamed_write_becomes_visible_only_on_commit(self, store: BlobStore):
@@ -58,13 +59,13 @@ class BlobStoreContract:
 
     def test_rewriting_the_same_content_is_harmless(self, store: BlobStore):
         digest = Digest.of(DATA)
-        store.put(digest, DATA)
-        store.put(digest, DATA)
+        store_bytes(store, digest, DATA)
+        store_bytes(store, digest, DATA)
         assert store.read(digest) == DATA
 
     def test_locate_tells_how_to_get_the_bytes(self, store: BlobStore):
         digest = Digest.of(DATA)
-        store.put(digest, DATA)
+        store_bytes(store, digest, DATA)
         for head in (False, True):
             located = store.locate(digest, head=head)
             assert isinstance(located, LocalBlob | Redirect)

@@ -15,6 +15,7 @@ from adapters.aws.dynamodb_metadata_store import DynamoMetadataStore
 from adapters.aws.s3_blob_store import MIN_PART_SIZE, S3BlobStore
 from core.digest import Digest
 from core.errors import DigestMismatch, Unavailable
+from core.filling import store_bytes
 from core.ports import Redirect
 from handlers.aws import AwsClients, AwsSettings, clients_for, ensure_resources
 from tests.contract.blob_store_contract import BlobStoreContract
@@ -69,13 +70,13 @@ class TestS3BlobStore(BlobStoreContract):
         sent: list[dict[str, object]] = []
         client.meta.events.register("provide-client-params.s3.PutObject", lambda params, **_: sent.append(params))
         store = S3BlobStore(client, SETTINGS.bucket)
-        store.put(Digest.of(b"config"), b"config")
+        store_bytes(store, Digest.of(b"config"), b"config")
         assert base64.b64decode(str(sent[0]["ChecksumSHA256"])) == hashlib.sha256(b"config").digest()
         assert sent[0]["IfNoneMatch"] == "*"
 
     def test_redirects_are_signed_for_the_method_and_expire(self, store: S3BlobStore):
         digest = Digest.of(b"x")
-        store.put(digest, b"x")
+        store_bytes(store, digest, b"x")
         for head, method in ((False, "GET"), (True, "HEAD")):
             located = store.locate(digest, head=head)
             assert isinstance(located, Redirect)
@@ -96,7 +97,7 @@ class TestS3BlobStore(BlobStoreContract):
         client = AwsClients(SETTINGS).s3
         expiring = S3BlobStore(client, SETTINGS.bucket, credentials_expiry=lambda: time.time() + 300)
         digest = Digest.of(b"y")
-        expiring.put(digest, b"y")
+        store_bytes(expiring, digest, b"y")
         located = expiring.locate(digest, head=False)
         assert isinstance(located, Redirect)
         assert int(parse_qs(urlsplit(located.url).query)["X-Amz-Expires"][0]) <= 240
@@ -142,7 +143,7 @@ def test_storage_failures_are_the_service_unavailable_and_leave_no_upload_behind
     with pytest.raises(Unavailable):  # the first part cannot go up
         blobs.writer(Digest.of(data)).write(data)
     with pytest.raises(Unavailable):
-        blobs.put(Digest.of(b"small"), b"small")
+        store_bytes(blobs, Digest.of(b"small"), b"small")
     with pytest.raises(Unavailable):
         blobs.read(Digest.of(b"small"))
     metadata = DynamoMetadataStore(clients.dynamodb, "no-such-table")

@@ -10,6 +10,7 @@ import pytest
 from adapters.local.blob_store import FileBlobStore
 from adapters.local.metadata_store import SqliteMetadataStore
 from core.digest import Digest
+from core.filling import store_bytes
 from tests.contract.blob_store_contract import BlobStoreContract
 from tests.contract.metadata_store_contract import MetadataStoreContract, tag_record
 
@@ -21,7 +22,7 @@ class TestFileBlobStore(BlobStoreContract):
 
     def test_no_temp_files_are_left_behind(self, store: FileBlobStore, tmp_path: Path):
         digest = Digest.of(b"x")
-        store.put(digest, b"x")
+        store_bytes(store, digest, b"x")
         writer = store.writer(digest)
         writer.write(b"y")
         writer.abort()

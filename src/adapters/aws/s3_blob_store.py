@@ -145,11 +145,6 @@ class S3BlobStore:
         data: bytes = answer["Body"].read()
         return data
 
-    def put(self, digest: Digest, data: bytes) -> None:
-        writer = self.writer(digest)
-        writer.write(data)
-        writer.commit()
-
     def writer(self, digest: Digest) -> S3BlobWriter:
         return S3BlobWriter(self._client, self._bucket, self.key(digest), digest)
 

@@ -73,11 +73,6 @@ class FileBlobStore:
         except FileNotFoundError:
             return None
 
-    def put(self, digest: Digest, data: bytes) -> None:
-        writer = self.writer(digest)
-        writer.write(data)
-        writer.commit()
-
     def writer(self, digest: Digest) -> FileBlobWriter:
         return FileBlobWriter(self.path(digest), self._temp_dir, digest)
 

@@ -11,6 +11,7 @@ from adapters.local.blob_store import FileBlobStore
 from adapters.local.metadata_store import SqliteMetadataStore
 from core.digest import Digest
 from core.errors import Unavailable
+from core.filling import store_bytes
 from core.ports import FillJob, LocalBlob
 from tests.fakes import FakeUpstream
 
@@ -82,7 +83,7 @@ def test_a_waiting_request_gets_the_blob_once_the_other_filler_commits(parts):
     metadata.acquire_lease(job.lease_key, "another-instance", 60)
 
     def other_instance_commits(_: float) -> None:
-        blobs.put(digest, SMALL)
+        store_bytes(blobs, digest, SMALL)
         metadata.put_blob("up", digest, len(SMALL))
 
     waiting = LeasedFiller(
@@ -99,7 +100,7 @@ def test_a_handed_over_blob_is_redirected_to_once_the_fill_function_lands_it(par
     class FillingDispatcher:
         def dispatch(self, job: FillJob, lease_owner: str) -> None:  # what the fill function does, inline
             assert metadata.acquire_lease(job.lease_key, lease_owner, 900)
-            blobs.put(job.digest, BIG)
+            store_bytes(blobs, job.digest, BIG)
             metadata.put_blob(job.scope, job.digest, len(BIG))
             metadata.release_lease(job.lease_key, lease_owner)
 
