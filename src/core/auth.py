@@ -68,12 +68,14 @@ def hash_secret(secret: str) -> str:
 
 
 def secret_matches(secret: str, secret_hash: str) -> bool:
-    try:
+    try:  # a stored hash that does not parse matches nothing (binascii.Error is a ValueError)
         scheme, salt, expected = secret_hash.split("$")
+        if scheme != "scrypt":
+            return False
         digest = hashlib.scrypt(secret.encode(), salt=base64.b64decode(salt), **SCRYPT)
+        return hmac.compare_digest(digest, base64.b64decode(expected))
     except (ValueError, TypeError):
         return False
-    return scheme == "scrypt" and hmac.compare_digest(digest, base64.b64decode(expected))
 
 
 @dataclass(frozen=True, slots=True)

@@ -62,6 +62,9 @@ def test_secrets_are_hashed_with_a_salt_and_verified():
     assert first != second and first.startswith("scrypt$") and "s3cret" not in first
     assert secret_matches("s3cret", first) and not secret_matches("s3cret!", first)
     assert not secret_matches("s3cret", "garbage")
+    salt = first.split("$")[1]
+    for corrupt in (f"scrypt${salt}$not*base64", f"md5${salt}${first.split('$')[2]}", "scrypt$!!$AAAA"):
+        assert not secret_matches("s3cret", corrupt)  # a damaged stored hash matches nothing, and raises nothing
 
 
 def test_a_token_allows_what_the_key_may_pull_of_what_was_asked(auth):
