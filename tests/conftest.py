@@ -47,7 +47,7 @@ def rules() -> RuleSet:
 @pytest.fixture
 def cache(tmp_path: Path, upstream: FakeUpstream, clock: Clock, rules: RuleSet) -> PullThroughCache:
     blobs = FileBlobStore(tmp_path / "data")
-    metadata = SqliteMetadataStore(tmp_path / "data" / "metadata.sqlite3")
+    metadata = SqliteMetadataStore(tmp_path / "data" / "metadata.sqlite3", clock=clock)
     return PullThroughCache(
         rules=rules,
         metadata=metadata,

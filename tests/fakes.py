@@ -24,6 +24,7 @@ class FakeUpstream:
         self.manifests: dict[str, tuple[bytes, str]] = {}  # digest -> (bytes, media type)
         self.tags: dict[tuple[str, str], str] = {}  # (repository, tag) -> digest
         self.repositories: set[str] = set()
+        self.holders: dict[str, set[str]] = {}  # digest -> the repositories that have it, as a registry keeps them
         self.calls: Counter[str] = Counter()
         self.failure: RegistryError | None = None  # raised by every call while set
         self.corrupt_blobs = False  # serve wrong bytes under the right digest
@@ -40,6 +41,7 @@ class FakeUpstream:
         digest = Digest.of(data)
         self.blobs[str(digest)] = data
         self.repositories.add(repository)
+        self.holders.setdefault(str(digest), set()).add(repository)
         return digest
 
     def add_manifest(self, repository: str, document: dict[str, object], tag: str | None = None) -> Digest:
@@ -47,18 +49,21 @@ class FakeUpstream:
         digest = Digest.of(data)
         self.manifests[str(digest)] = (data, str(document["mediaType"]))
         self.repositories.add(repository)
+        self.holders.setdefault(str(digest), set()).add(repository)
         if tag:
             self.tags[(repository, tag)] = str(digest)
         return digest
 
     def add_image(self, repository: str, tag: str | None, *, layer: bytes = b"layer", arch: str = "amd64",
                   media_type: str = OCI_MANIFEST) -> Digest:  # fmt: skip
-        config = self.add_blob(repository, json.dumps({"architecture": arch, "os": "linux"}).encode())
+        config_data = json.dumps({"architecture": arch, "os": "linux"}).encode()
+        config = self.add_blob(repository, config_data)
         layer_digest = self.add_blob(repository, layer)
         return self.add_manifest(repository, {
             "schemaVersion": 2,
             "mediaType": media_type,
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": str(config), "size": 1},
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": str(config),
+                       "size": len(config_data)},
             "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": str(layer_digest),
                         "size": len(layer)}],
         }, tag)  # fmt: skip
@@ -123,14 +128,19 @@ class FakeUpstream:
 
     def _manifest(self, repository: str, reference: str) -> tuple[bytes, str]:
         digest = reference if ":" in reference else self.tags.get((repository, reference))
-        if repository not in self.repositories or digest not in self.manifests:
+        if digest not in self.manifests or not self._holds(repository, digest):
             raise ManifestUnknown()
         return self.manifests[digest]
 
     def _blob(self, repository: str, digest: Digest) -> bytes:
-        if repository not in self.repositories or str(digest) not in self.blobs:
+        if str(digest) not in self.blobs or not self._holds(repository, str(digest)):
             raise BlobUnknown()
         return self.blobs[str(digest)]
+
+    def _holds(self, repository: str, digest: str) -> bool:
+        """Content added directly (not through add_*) is in every repository the fake knows."""
+        holders = self.holders.get(digest)
+        return repository in holders if holders is not None else repository in self.repositories
 
 
 class FakeUpstreams:

@@ -25,7 +25,7 @@ from core.reference import is_valid_name
 TOKEN_LIFETIME_SECONDS = 300  # the token spec's floor is 60 s; a revoked key stops getting tokens at once anyway
 # scrypt, memory-hard: a stolen key table does not give the secrets away (stdlib, no native dependency)
 SCRYPT = {"n": 2**14, "r": 8, "p": 1, "dklen": 32}
-_SCOPE = re.compile(r"^repository:([a-z0-9._/-]{1,255}):([a-z*,]+)$")
+_SCOPE = re.compile(r"^repository:([a-z0-9._/-]{1,255}):([a-z*,]+)\Z")
 MAX_SCOPES = 10
 
 

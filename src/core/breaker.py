@@ -1,74 +1,169 @@
-"""An upstream that throttles, fails or times out is left alone for a while: by every request of every server
-process and Lambda instance, because the back-off lives in the metadata store. Cached content is served meanwhile;
-what is not cached fails at once with the upstream's own error instead of hammering it."""
+"""Guarding one upstream: a circuit breaker shared by every server process and Lambda instance through the metadata
+store, and a short memory of what the upstream said does not exist.
+
+Only failures that say something about the upstream as a whole count: refused, reset or timed-out connections,
+502/503/504 and 429 (the upstream client marks them). A 404, a 500 for one name or a cut download is that request's
+problem and is answered as such; it even shows the upstream is alive. After FAILURE_THRESHOLD such failures in a
+row the breaker opens: for its back-off (at least the upstream's Retry-After), nobody asks that upstream, cached
+content is served and the rest fails at once. Then one request probes (half-open): success closes the breaker, a
+failure opens it again for twice as long.
+"""
 
 from __future__ import annotations
 
 import logging
+import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import TypeVar
 
 from core.digest import Digest
-from core.errors import TooManyRequests, Unavailable
-from core.ports import MetadataStore, TagPage, Upstream, UpstreamBlob, UpstreamHead, UpstreamManifest
+from core.errors import BlobUnknown, ManifestUnknown, NameUnknown, RegistryError, TooManyRequests, Unavailable
+from core.ports import BreakerState, MetadataStore, TagPage, Upstream, UpstreamBlob, UpstreamHead, UpstreamManifest
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-UNAVAILABLE_BACKOFF_SECONDS = 30.0
-MAX_THROTTLE_BACKOFF_SECONDS = 600.0
+FAILURE_THRESHOLD = 3
+FAILURE_WINDOW_SECONDS = 60.0  # failures further apart than this are not "in a row"
+BASE_BACKOFF_SECONDS = 30.0
+MAX_BACKOFF_SECONDS = 600.0
+PROBE_LEASE_SECONDS = 60.0  # a prober that died is replaced after this
+PROBE_BUSY_RETRY_SECONDS = 2
+# An upstream's "not found" is remembered this long per rule, so a client asking the same missing name in a loop
+# costs the upstream one request per period. Short, because a tag pushed meanwhile stays hidden that long.
+NOT_FOUND_SECONDS = 15.0
+
+
+def whole_upstream(error: RegistryError) -> bool:
+    return isinstance(error, TooManyRequests) or (isinstance(error, Unavailable) and error.whole_upstream)
+
+
+def backoff_seconds(trips: int, error: RegistryError) -> float:
+    """Doubles with each trip since the breaker last closed; never shorter than the upstream's own Retry-After."""
+    asked = float(error.retry_after) if isinstance(error, (TooManyRequests, Unavailable)) else 0.0
+    return min(MAX_BACKOFF_SECONDS, max(BASE_BACKOFF_SECONDS * 2.0**trips, asked))
 
 
 class GuardedUpstream:
-    def __init__(self, upstream: Upstream, metadata: MetadataStore, key: str) -> None:
+    """An Upstream behind its breaker (`breaker_key`: the upstream's URL, shared by every rule that uses it) and the
+    not-found memory of one rule (`scope`)."""
+
+    def __init__(
+        self,
+        upstream: Upstream,
+        metadata: MetadataStore,
+        breaker_key: str,
+        scope: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._upstream = upstream
         self._metadata = metadata
-        self._key = key
+        self._key = breaker_key
+        self._scope = scope
+        self._clock = clock
 
     def head_manifest(self, repository: str, reference: str) -> UpstreamHead:
-        return self._call(lambda: self._upstream.head_manifest(repository, reference))
+        operation = lambda: self._upstream.head_manifest(repository, reference)  # noqa: E731
+        return self._call(operation, f"{repository}/manifests/{reference}", ManifestUnknown)
 
     def get_manifest(self, repository: str, reference: str) -> UpstreamManifest:
-        return self._call(lambda: self._upstream.get_manifest(repository, reference))
+        operation = lambda: self._upstream.get_manifest(repository, reference)  # noqa: E731
+        return self._call(operation, f"{repository}/manifests/{reference}", ManifestUnknown)
 
     def head_blob(self, repository: str, digest: Digest) -> int | None:
-        return self._call(lambda: self._upstream.head_blob(repository, digest))
+        operation = lambda: self._upstream.head_blob(repository, digest)  # noqa: E731
+        return self._call(operation, f"{repository}/blobs/{digest}", BlobUnknown)
 
     @contextmanager
     def open_blob(self, repository: str, digest: Digest) -> Iterator[UpstreamBlob]:
+        """A download counts as a success only once its body is complete: an upstream that answers at once and then
+        drip-feeds every body must still open the breaker."""
         with ExitStack() as stack:
-            blob = self._call(lambda: stack.enter_context(self._upstream.open_blob(repository, digest)))
-            yield UpstreamBlob(blob.size, self._watched(blob.chunks))
-
-    def _watched(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
-        """A download that breaks off midway counts as a failure of the upstream too."""
-        try:
-            yield from chunks
-        except Unavailable as exc:
-            self._back_off(UNAVAILABLE_BACKOFF_SECONDS, exc.code, exc.message)
-            raise
+            operation = lambda: stack.enter_context(self._upstream.open_blob(repository, digest))  # noqa: E731
+            blob, state = self._attempt(operation, f"{repository}/blobs/{digest}", BlobUnknown)
+            yield UpstreamBlob(blob.size, self._watched(blob.chunks, state))
 
     def list_tags(self, repository: str, n: int | None, last: str | None) -> TagPage:
-        return self._call(lambda: self._upstream.list_tags(repository, n, last))
+        operation = lambda: self._upstream.list_tags(repository, n, last)  # noqa: E731
+        return self._call(operation, f"{repository}/tags/list", NameUnknown)
 
-    def _call(self, operation: Callable[[], T]) -> T:
-        backoff = self._metadata.get_backoff(self._key)
-        if backoff is not None:
-            retry_after = max(1, int(backoff.seconds_left))
-            message = f"not asking {self._key} for {retry_after} s after: {backoff.reason}"
-            if backoff.code == TooManyRequests.code:
-                raise TooManyRequests(message, retry_after=retry_after)
-            raise Unavailable(message, retry_after=retry_after)
+    def _watched(self, chunks: Iterator[bytes], state: BreakerState | None) -> Iterator[bytes]:
         try:
-            return operation()
-        except TooManyRequests as exc:
-            self._back_off(min(max(exc.retry_after, 1), MAX_THROTTLE_BACKOFF_SECONDS), exc.code, exc.message)
+            yield from chunks
+        except RegistryError as exc:
+            if whole_upstream(exc):  # stalled for good; one cut short (and not resumed) is that download's problem
+                self._failed(exc, state, probing=False)
             raise
-        except Unavailable as exc:
-            self._back_off(UNAVAILABLE_BACKOFF_SECONDS, exc.code, exc.message)
-            raise
+        self._succeeded(state)
 
-    def _back_off(self, seconds: float, code: str, reason: str) -> None:
-        log.warning("backing off %s for %.0f s: %s", self._key, seconds, reason)
-        self._metadata.put_backoff(self._key, seconds, code, reason)
+    def _call(self, operation: Callable[[], T], path: str, not_found: type[RegistryError]) -> T:
+        result, state = self._attempt(operation, path, not_found)
+        self._succeeded(state)
+        return result
+
+    def _attempt(
+        self, operation: Callable[[], T], path: str, not_found: type[RegistryError]
+    ) -> tuple[T, BreakerState | None]:
+        """The operation's result and the breaker state it was admitted under, for the caller to settle."""
+        absent_key = f"absent/{self._scope}/{path}"
+        if self._metadata.get_counter(absent_key) > 0:
+            raise not_found(f"upstream: {not_found.default_message} (asked moments ago)")
+        state = self._metadata.get_breaker(self._key)
+        probe_owner = self._admit(state)
+        try:
+            return operation(), state
+        except RegistryError as exc:
+            if whole_upstream(exc):
+                self._failed(exc, state, probing=probe_owner is not None)
+            else:  # the upstream answered: it is up
+                self._succeeded(state)
+                if isinstance(exc, not_found):
+                    self._metadata.increment_counter(absent_key, self._clock() + NOT_FOUND_SECONDS)
+            raise
+        finally:
+            if probe_owner is not None:
+                self._metadata.release_lease(self._probe_key, probe_owner)
+
+    @property
+    def _probe_key(self) -> str:
+        return f"probe/{self._key}"
+
+    def _admit(self, state: BreakerState | None) -> str | None:
+        """Raise while the breaker is open; once its back-off ran out, let one caller probe (its lease owner)."""
+        if state is None or (state.trips == 0 and state.open_until <= self._clock()):
+            return None  # closed
+        seconds_left = state.open_until - self._clock()
+        if seconds_left > 0:
+            raise _refusal(state, self._key, seconds_left)
+        owner = uuid.uuid4().hex
+        if not self._metadata.acquire_lease(self._probe_key, owner, PROBE_LEASE_SECONDS):
+            raise _refusal(state, self._key, PROBE_BUSY_RETRY_SECONDS)
+        return owner
+
+    def _succeeded(self, state: BreakerState | None) -> None:
+        if state is not None:
+            if state.trips:
+                log.warning("upstream %s answers again: breaker closed", self._key)
+            self._metadata.close_breaker(self._key)
+
+    def _failed(self, error: RegistryError, state: BreakerState | None, *, probing: bool) -> None:
+        trips = state.trips if state is not None else 0
+        if not probing:
+            failures = self._metadata.count_breaker_failure(
+                self._key, error.code, error.message, FAILURE_WINDOW_SECONDS
+            )
+            if failures < FAILURE_THRESHOLD:
+                return
+        seconds = backoff_seconds(trips, error)
+        log.warning("upstream %s failing: not asked for %.0f s (%s)", self._key, seconds, error.message)
+        self._metadata.open_breaker(self._key, self._clock() + seconds, error.code, error.message)
+
+
+def _refusal(state: BreakerState, key: str, seconds_left: float) -> RegistryError:
+    retry_after = max(1, int(seconds_left))
+    message = f"not asking {key} for {retry_after} s after: {state.reason}"
+    if state.code == TooManyRequests.code:
+        return TooManyRequests(message, retry_after=retry_after)
+    return Unavailable(message, retry_after=retry_after)

@@ -8,21 +8,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from core.breaker import GuardedUpstream
+from core.declared_sizes import DeclaredSizes
 from core.digest import Digest
 from core.errors import (
     Denied,
-    ManifestInvalid,
     ManifestUnknown,
     TooManyRequests,
     Unavailable,
 )
 from core.filling import copy_blob, store_bytes
 from core.mediatypes import (
-    DOCKER_MANIFEST_LIST,
-    OCI_INDEX,
+    INDEX_TYPES,
     Accept,
     Manifest,
+    blob_sizes,
     detect_media_type,
+    parse_manifest,
     select_platform_child,
 )
 from core.paging import page
@@ -31,6 +32,7 @@ from core.ports import (
     BlobFiller,
     BlobStore,
     FillJob,
+    LocalBlob,
     ManifestRecord,
     MetadataStore,
     Metrics,
@@ -60,6 +62,10 @@ RESERVED_PULLS_MINIMUM = 5
 class NeedsUpstream(Exception):
     """Raised by a local-only cache (see `PullThroughCache.local_only`) when the answer needs the upstream."""
 
+    def __init__(self, upstream: str) -> None:
+        super().__init__(upstream)
+        self.upstream = upstream  # the upstream's URL: the HTTP layer bounds the work waiting on each upstream
+
 
 class PullsReserved(Exception):
     """A refresh would spend one of the last pulls the upstream allows: those are kept for clients."""
@@ -77,7 +83,7 @@ def _check_tag(route: Route, tag: str) -> None:
 
 class _NoUpstreams:
     def for_rule(self, rule: Rule) -> Upstream:
-        raise NeedsUpstream(rule.prefix)
+        raise NeedsUpstream(rule.upstream_base)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +119,7 @@ class PullThroughCache:
         self._clock = clock
         self._metrics = metrics or NoMetrics()
         self._flights = SingleFlight(metadata)
+        self._declared = DeclaredSizes()
 
     @property
     def rules(self) -> RuleSet:
@@ -128,27 +135,30 @@ class PullThroughCache:
         Hits take well under a millisecond, so an async server can answer them inline and send only misses to a
         worker thread, where waiting on the upstream blocks nobody.
         """
-        return PullThroughCache(
+        local = PullThroughCache(
             self.rule_source, self._metadata, self._blobs, _NoUpstreams(), self._filler, self._clock, self._metrics
         )
+        local._declared = self._declared
+        return local
 
     # -- manifests ------------------------------------------------------------------------------------------------
 
     def manifest(self, name: str, reference: str, accept: Accept, *, with_body: bool) -> ServedManifest:
         route = self.rules.route(name)
         ref = Reference.parse(reference)
-        if ref.digest is not None:
+        if ref.digest is not None:  # served as it is, whatever the client accepts: the spec's MUST
             record, warning = self._manifest_by_digest(route, ref.digest), None
         else:
             assert ref.tag is not None
             _check_tag(route, ref.tag)
             record, warning = self._manifest_by_tag(route, ref.tag)
-        if not accept.allows(record.media_type):
-            record = self._negotiate(route, record, accept, by_tag=ref.tag is not None)
+            if not accept.allows(record.media_type):
+                record = self._negotiate(route, record, accept)
         data = self._read_manifest(route, record) if with_body else None
         return ServedManifest(record, data, warning)
 
-    def _manifest_by_digest(self, route: Route, digest: Digest) -> ManifestRecord:
+    def _manifest_by_digest(self, route: Route, digest: Digest, *, confirmed: bool = False) -> ManifestRecord:
+        """`confirmed`: the upstream has just said this repository has it (a tag's HEAD named it)."""
         record = self._cached_manifest(route, digest)
         if record is not None:
             self._metrics.count("ManifestHit")
@@ -157,16 +167,19 @@ class PullThroughCache:
         self._metrics.count("ManifestMiss")
 
         def fetch() -> ManifestRecord:
+            stored = self._blobs.read(digest)
+            if stored is not None:  # cached for another repository: linked once this one's upstream has it too
+                media_type = None if confirmed else upstream.head_manifest(route.repository, str(digest)).media_type
+                return self._link_manifest(route, digest, stored, media_type)
             fetched = upstream.get_manifest(route.repository, str(digest))
             return self._store_manifest(route, fetched.data, fetched.content_type, digest)
 
-        return self._flights.run(
-            f"manifest/{route.scope}/{digest}", fetch, lambda: self._cached_manifest(route, digest)
-        )
+        key = f"manifest/{route.scope}/{route.repository}/{digest}"
+        return self._flights.run(key, fetch, lambda: self._cached_manifest(route, digest))
 
     def _cached_manifest(self, route: Route, digest: Digest) -> ManifestRecord | None:
         """The metadata alone: records are written after the bytes, and _read_manifest refetches bytes gone since."""
-        return self._metadata.get_manifest(route.scope, digest)
+        return self._metadata.get_manifest(route.scope, route.repository, digest)
 
     def _manifest_by_tag(self, route: Route, tag: str) -> tuple[ManifestRecord, str | None]:
         asked_at = self._clock()
@@ -225,7 +238,7 @@ class PullThroughCache:
             elif head.digest is not None:
                 if not pulled:
                     self._keep_last_pulls_for_clients(route, head.digest, head.rate_limit)
-                record = self._manifest_by_digest(route, head.digest)
+                record = self._manifest_by_digest(route, head.digest, confirmed=True)
         if record is None:
             self._metrics.count("TagMiss")
             fetched = upstream.get_manifest(route.repository, tag)
@@ -246,8 +259,17 @@ class PullThroughCache:
             raise PullsReserved(f"the upstream allows {rate_limit.remaining} more pulls for now")
 
     def _store_manifest(self, route: Route, data: bytes, content_type: str | None, digest: Digest) -> ManifestRecord:
+        media_type = detect_media_type(data, content_type)  # before storing: only registry types are kept
         store_bytes(self._blobs, digest, data)  # DigestMismatch if the bytes are not what the digest says
+        return self._record_manifest(route, ManifestRecord(digest, media_type, len(data)), data)
+
+    def _link_manifest(self, route: Route, digest: Digest, data: bytes, content_type: str | None) -> ManifestRecord:
         record = ManifestRecord(digest, detect_media_type(data, content_type), len(data))
+        return self._record_manifest(route, record, data)
+
+    def _record_manifest(self, route: Route, record: ManifestRecord, data: bytes) -> ManifestRecord:
+        if not record.is_index:  # the sizes its blobs must have, for the fills that follow
+            self._declared.remember(route.scope, route.repository, blob_sizes(parse_manifest(data)))
         self._metadata.put_manifest(route.scope, route.repository, record)
         return record
 
@@ -258,53 +280,54 @@ class PullThroughCache:
             self._store_manifest(route, data, record.media_type, record.digest)
         return data
 
-    def _negotiate(self, route: Route, record: ManifestRecord, accept: Accept, *, by_tag: bool) -> ManifestRecord:
-        """Distribution's rules: an old client asking for a manifest list by tag gets the linux/amd64 image."""
-        if record.media_type == DOCKER_MANIFEST_LIST:
-            if not by_tag:
-                return record
-            index = Manifest(self._read_manifest(route, record), record.media_type, record.digest)
-            child = select_platform_child(index)
-            if child is None:
-                raise ManifestUnknown("manifest list has no linux/amd64 image for a client that does not accept lists")
-            child_record = self._manifest_by_digest(route, child)
-            if not accept.allows(child_record.media_type):
-                raise ManifestInvalid(f"no manifest type acceptable to the client (found {child_record.media_type})")
-            return child_record
-        if record.media_type == OCI_INDEX:
-            raise ManifestUnknown("OCI index found, but accept header does not support OCI indexes")
-        raise ManifestUnknown(f"{record.media_type} found, but accept header does not support it")
+    def _negotiate(self, route: Route, record: ManifestRecord, accept: Accept) -> ManifestRecord:
+        """A tag whose manifest the client does not accept: an old client asking for a manifest list gets its
+        linux/amd64 image (distribution's rule); with no acceptable alternative the client gets what the tag points
+        at, as distribution 3 does, rather than a 404 for a tag that exists."""
+        if record.media_type not in INDEX_TYPES:
+            return record
+        index = Manifest(self._read_manifest(route, record), record.media_type, record.digest)
+        child = select_platform_child(index)
+        if child is None:
+            return record
+        child_record = self._manifest_by_digest(route, child, confirmed=True)  # listed by a manifest of this repo
+        return child_record if accept.allows(child_record.media_type) else record
 
     # -- blobs ----------------------------------------------------------------------------------------------------
 
     def blob(self, name: str, digest_text: str, *, head: bool) -> BlobBody:
         route = self.rules.route(name)
         digest = Digest.parse(digest_text)
-        size = self._metadata.get_blob(route.scope, digest)
+        size = self._metadata.get_blob(route.scope, route.repository, digest)
         if size is not None:
             body = self._blobs.locate(digest, head=head)
-            if body is not None:
+            if body is not None and _sizes_agree(body, size):
                 self._metrics.count("BlobHit")
                 return body
         upstream = self._upstream(route)
         self._metrics.count("BlobMiss")
-        # Stored for another rule, it is linked here once this rule's upstream shows it has it too; a HEAD that
-        # misses needs only the size. Either way one upstream HEAD answers, and no bytes move.
+        # Stored for another repository or rule, it is linked here once this repository's upstream shows it has it
+        # too; a HEAD that misses needs only the size. Either way one upstream HEAD answers, and no bytes move.
         stored_elsewhere = self._blobs.exists(digest)
         if stored_elsewhere or head:
             upstream_size = upstream.head_blob(route.repository, digest)
-            if upstream_size is not None and stored_elsewhere:
-                self._metadata.put_blob(route.scope, digest, upstream_size)
-                located = self._blobs.locate(digest, head=head)
-                if located is not None:
+            located = self._blobs.locate(digest, head=head) if stored_elsewhere else None
+            if located is not None and _sizes_agree(located, upstream_size):
+                stored_size = located.size if isinstance(located, LocalBlob) else upstream_size
+                if stored_size is not None:
+                    self._metadata.put_blob(route.scope, route.repository, digest, stored_size)
                     return located
             if upstream_size is not None and head:
                 return SizeOnly(upstream_size)
         return self._filler.fill(
-            FillJob(name, route.scope, digest),
+            self._fill_job(name, route, digest),
             source=lambda: upstream.open_blob(route.repository, digest),
-            on_commit=lambda committed_size: self._metadata.put_blob(route.scope, digest, committed_size),
+            on_commit=lambda committed: self._metadata.put_blob(route.scope, route.repository, digest, committed),
         )
+
+    def _fill_job(self, name: str, route: Route, digest: Digest) -> FillJob:
+        expected = self._declared.size(route.scope, route.repository, digest)
+        return FillJob(name, route.scope, route.repository, digest, expected, route.rule.max_blob_bytes)
 
     def fill_blob(self, name: str, digest_text: str, *, lease_owner: str, lease_seconds: float) -> int | None:
         """Copy one blob into the cache now, whatever its size: the serverless fill function's job.
@@ -314,16 +337,17 @@ class PullThroughCache:
         """
         route = self.rules.route(name)
         digest = Digest.parse(digest_text)
-        size = self._metadata.get_blob(route.scope, digest)
+        size = self._metadata.get_blob(route.scope, route.repository, digest)
         if size is not None and self._blobs.exists(digest):  # landed already (a retried invocation)
             return size
-        job = FillJob(name, route.scope, digest)
+        job = self._fill_job(name, route, digest)
         if not self._metadata.acquire_lease(job.lease_key, lease_owner, lease_seconds):
             return None
         try:
             upstream = self._upstream(route)
-            size = copy_blob(lambda: upstream.open_blob(route.repository, digest), self._blobs.writer(digest))
-            self._metadata.put_blob(route.scope, digest, size)
+            writer = self._blobs.writer(digest)
+            size = copy_blob(lambda: upstream.open_blob(route.repository, digest), writer, job)
+            self._metadata.put_blob(route.scope, route.repository, digest, size)
             return size
         finally:
             self._metadata.release_lease(job.lease_key, lease_owner)
@@ -352,4 +376,12 @@ class PullThroughCache:
                       if scope in rules)  # fmt: skip
 
     def _upstream(self, route: Route) -> Upstream:
-        return GuardedUpstream(self._upstreams.for_rule(route.rule), self._metadata, route.rule.upstream_base)
+        rule = route.rule
+        return GuardedUpstream(
+            self._upstreams.for_rule(rule), self._metadata, rule.upstream_base, rule.scope, self._clock
+        )
+
+
+def _sizes_agree(body: BlobBody, size: int | None) -> bool:
+    """A stored file whose size is not the recorded one (truncated behind the cache's back) is no hit."""
+    return size is None or not isinstance(body, LocalBlob) or body.size == size

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from core.errors import DigestInvalid
 
 # algorithm ":" encoded, per the OCI image spec; only sha256 and sha512 are registered.
-_DIGEST = re.compile(r"^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$")
-_ENCODED = {"sha256": re.compile(r"^[a-f0-9]{64}$"), "sha512": re.compile(r"^[a-f0-9]{128}$")}
+_DIGEST = re.compile(r"^[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+\Z")
+_ENCODED = {"sha256": re.compile(r"^[a-f0-9]{64}\Z"), "sha512": re.compile(r"^[a-f0-9]{128}\Z")}
 
 
 @dataclass(frozen=True, slots=True)

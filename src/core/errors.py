@@ -102,9 +102,12 @@ class TooManyRequests(RegistryError):
 class Unavailable(RegistryError):
     code, http_status, default_message = "UNAVAILABLE", 503, "service unavailable"
 
-    def __init__(self, message: str | None = None, *, retry_after: int = 10) -> None:
+    def __init__(self, message: str | None = None, *, retry_after: int = 10, whole_upstream: bool = False) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        # Set by the upstream client when the failure says the upstream as a whole is down (refused, reset or timed
+        # out connections, 502/503/504), not that one request went wrong: only these open the circuit breaker.
+        self.whole_upstream = whole_upstream
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after)}
@@ -114,6 +117,13 @@ class DigestMismatch(RegistryError):
     """Content (always from an upstream, this cache being read-only) did not match its digest: a bad gateway."""
 
     code, http_status, default_message = "DIGEST_INVALID", 502, "upstream content did not match its digest"
+
+
+class BadUpstreamManifest(RegistryError):
+    """The upstream sent something that is not a registry manifest (not JSON, or a media type such as text/html that
+    a browser would render from the cache's origin): a bad gateway, never stored."""
+
+    code, http_status, default_message = "MANIFEST_INVALID", 502, "the upstream sent an invalid manifest"
 
 
 class ReferrersUnsupported(RegistryError):

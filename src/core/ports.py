@@ -65,9 +65,13 @@ class ManifestRecord:
 
 
 @dataclass(frozen=True, slots=True)
-class Backoff:
-    seconds_left: float
-    code: str  # the OCI error code of the failure that set it
+class BreakerState:
+    """What the store remembers of an upstream's recent failures (see core.breaker)."""
+
+    failures: int  # whole-upstream failures in a row, within the counting window
+    open_until: float  # while in the future, nobody asks the upstream; once past, one probe may
+    trips: int  # how often it opened since it last closed: each failed probe doubles the back-off
+    code: str  # the OCI error code of the last failure
     reason: str
 
 
@@ -106,7 +110,8 @@ class BlobStore(Protocol):
 
 
 class MetadataStore(Protocol):
-    """What is cached, per scope (rule): tags, manifests and blobs."""
+    """What is cached, per scope (rule) and repository: tags, manifests and blobs. A digest recorded for one
+    repository says nothing about another: a client of that one gets it only after its upstream confirms it."""
 
     def get_tag(self, scope: str, repository: str, tag: str) -> TagRecord | None: ...
 
@@ -123,14 +128,14 @@ class MetadataStore(Protocol):
     def list_repositories(self) -> list[tuple[str, str]]:
         """(scope, repository) pairs with cached tags or manifests."""
 
-    def get_manifest(self, scope: str, digest: Digest) -> ManifestRecord | None: ...
+    def get_manifest(self, scope: str, repository: str, digest: Digest) -> ManifestRecord | None: ...
 
     def put_manifest(self, scope: str, repository: str, record: ManifestRecord) -> None: ...
 
-    def get_blob(self, scope: str, digest: Digest) -> int | None:
-        """The size of a blob cached for this scope, or None."""
+    def get_blob(self, scope: str, repository: str, digest: Digest) -> int | None:
+        """The size of a blob cached for this repository, or None."""
 
-    def put_blob(self, scope: str, digest: Digest, size: int) -> None: ...
+    def put_blob(self, scope: str, repository: str, digest: Digest, size: int) -> None: ...
 
     def acquire_lease(self, key: str, owner: str, seconds: float) -> bool:
         """Take (or renew, for the same owner) an expiring lease; False while another owner holds it.
@@ -141,10 +146,24 @@ class MetadataStore(Protocol):
     def release_lease(self, key: str, owner: str) -> None:
         """Drop the lease if `owner` still holds it."""
 
-    def get_backoff(self, key: str) -> Backoff | None:
-        """An unexpired back-off for an upstream, set after it failed; None when calls may go through."""
+    def get_breaker(self, key: str) -> BreakerState | None:
+        """The upstream's breaker; None while it has no failures to remember."""
 
-    def put_backoff(self, key: str, seconds: float, code: str, reason: str) -> None: ...
+    def count_breaker_failure(self, key: str, code: str, reason: str, window_seconds: float) -> int:
+        """Count one more failure, atomically, and return how many there were in a row; a count older than
+        `window_seconds` starts again from one."""
+
+    def open_breaker(self, key: str, until: float, code: str, reason: str) -> None:
+        """Open it until `until` (a wall-clock time): one more trip, the failure count back to zero."""
+
+    def close_breaker(self, key: str) -> None: ...
+
+    def increment_counter(self, key: str, expires_at: float) -> int:
+        """Add one to an expiring counter, atomically, and return its value; an expired one starts again at one
+        (and expires at `expires_at`)."""
+
+    def get_counter(self, key: str) -> int:
+        """The counter's value; 0 when it does not exist or expired."""
 
     def get_key(self, name: str) -> PullKey | None: ...
 
@@ -284,15 +303,22 @@ BlobSource = Callable[[], AbstractContextManager[UpstreamBlob]]
 
 @dataclass(frozen=True, slots=True)
 class FillJob:
-    """What a filler is asked to copy: enough for another process (a fill Lambda) to do it too."""
+    """What a filler is asked to copy: enough for another process (a fill Lambda) to do it too.
+
+    A fill belongs to one repository of one rule: clients of another never join it, since its bytes come from
+    this repository's upstream under this rule's credentials.
+    """
 
     name: str  # as the client asked for it, rule prefix included
     scope: str
+    repository: str  # as the upstream names it
     digest: Digest
+    expected_size: int | None = None  # what a manifest declared, when the cache has seen it
+    max_size: int | None = None  # the rule's max_blob_bytes
 
     @property
     def lease_key(self) -> str:
-        return f"fill/{self.scope}/{self.digest}"
+        return f"fill/{self.scope}/{self.repository}/{self.digest}"
 
 
 class BlobFiller(Protocol):

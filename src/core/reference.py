@@ -9,8 +9,8 @@ from core.digest import Digest
 from core.errors import ManifestUnknown, NameInvalid
 
 _COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
-_NAME = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
-_TAG = re.compile(r"^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$")
+_NAME = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*\Z")  # \Z: "$" would let a final newline through
+_TAG = re.compile(r"^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}\Z")
 
 # Many clients cap "host/name" at 255 characters; a longer name cannot be pulled anyway.
 MAX_NAME_LENGTH = 255

@@ -16,6 +16,7 @@ from core.errors import Denied, NameUnknown
 from core.reference import validate_name
 
 DEFAULT_TAG_TTL_SECONDS = 24 * 60 * 60  # ECR's fixed window; here it is only the default
+DEFAULT_MAX_BLOB_BYTES = 52_000 * 1024 * 1024  # ECR's layer size limit: no real image needs more
 # What clients call Docker Hub (`ns=docker.io`) and where its registry API lives.
 DOCKER_HUB_ALIASES = {"docker.io": "registry-1.docker.io", "index.docker.io": "registry-1.docker.io"}
 
@@ -46,6 +47,8 @@ class Rule:
     allow: tuple[str, ...] = ()
     deny: tuple[str, ...] = ()
     allowed_tags: str | None = None  # a regular expression tags must match in full
+    # No upstream blob larger than this is fetched: a hostile or broken upstream cannot fill the disk.
+    max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES
 
     def __post_init__(self) -> None:
         try:
@@ -60,6 +63,8 @@ class Rule:
             raise RuleInvalid(f"rule {self.prefix!r}: upstream {self.upstream!r} must be a bare registry URL")
         if self.tag_ttl_seconds < 0:
             raise RuleInvalid(f"rule {self.prefix!r}: tag_ttl_seconds must be >= 0")
+        if self.max_blob_bytes < 1:
+            raise RuleInvalid(f"rule {self.prefix!r}: max_blob_bytes must be >= 1")
         if self.max_stale_seconds is not None and self.max_stale_seconds < 0:
             raise RuleInvalid(f"rule {self.prefix!r}: max_stale_seconds must be >= 0")
         for platform in self.prefetch_platforms:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping
+import re
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from typing import TypeVar
 from urllib.parse import urlencode
 
 from fastapi import FastAPI, Request, Response
@@ -12,8 +14,10 @@ from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.auth import Authenticator
+from core.budget import MissBudget
 from core.cache import NeedsUpstream, PullThroughCache
 from core.errors import (
+    NameInvalid,
     NameUnknown,
     PaginationNumberInvalid,
     RangeInvalid,
@@ -25,42 +29,77 @@ from core.errors import (
 from core.mediatypes import Accept
 from core.paging import page
 from core.ports import BlobBody, LocalBlob, Redirect, SizeOnly, StreamedBlob
+from core.reference import is_valid_name
+from handlers.lanes import UpstreamLanes
 from handlers.limits import RequestLimits
 from handlers.ranges import parse_range
+from handlers.security_headers import NoSniff
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 API_VERSION_HEADERS = {"Docker-Distribution-API-Version": "registry/2.0"}
 FILE_CHUNK = 1 << 20
 PULL = ["GET", "HEAD"]
 PUSH_AND_DELETE = ["POST", "PUT", "PATCH", "DELETE"]
+# containerd's `ns`: the registry host a mirrored name belongs to (host[:port]); anything else is refused.
+_NAMESPACE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})(?::[0-9]{1,5})?\Z")
+MAX_PAGE_DIGITS = 9
+
+TokenRealm = Callable[[Request], str]
 
 
-def create_app(cache: PullThroughCache, auth: Authenticator | None = None) -> FastAPI:
-    """The registry; with `auth`, every /v2/ route takes only tokens from its /token endpoint."""
+def create_app(
+    cache: PullThroughCache,
+    auth: Authenticator | None = None,
+    *,
+    token_realm: TokenRealm | None = None,
+    budget: MissBudget | None = None,
+    lanes: UpstreamLanes | None = None,
+) -> FastAPI:
+    """The registry; with `auth`, every /v2/ route takes only tokens from its /token endpoint at `token_realm`
+    (the configured public URL, never whatever Host a client sends). `budget` limits what each client may make the
+    cache ask upstreams for; `lanes` keep one upstream's slowness to itself (see handlers.lanes)."""
+    if auth is not None and token_realm is None:
+        raise ValueError("token auth needs the token endpoint's public URL")
     # Hits are answered on the event loop; anything that needs the upstream runs in a worker thread.
     local = cache.local_only()
     app = FastAPI(title="pullthrough", docs_url=None, redoc_url=None, openapi_url=None)
     app.router.redirect_slashes = False  # /v2 and /v2/ are both routes; a redirect would need our public URL
     app.add_middleware(RequestLimits)
+    app.add_middleware(NoSniff)
 
     @app.exception_handler(RegistryError)
     def registry_error(request: Request, error: RegistryError) -> Response:
         response = _error_response(request, error)
-        if isinstance(error, Unauthorized) and auth is not None and request.url.path.startswith("/v2"):
-            realm = f"{str(request.base_url).rstrip('/')}/token"
+        challenged = isinstance(error, Unauthorized) and request.url.path.startswith("/v2")
+        if challenged and auth is not None and token_realm is not None:
             scope = getattr(request.state, "scope", None)
-            challenge = f'Bearer realm="{realm}",service="{auth.tokens.service}"'
-            response.headers["WWW-Authenticate"] = challenge + (f',scope="{scope}"' if scope else "")
+            challenge = f"Bearer realm={_quoted(token_realm(request))},service={_quoted(auth.tokens.service)}"
+            response.headers["WWW-Authenticate"] = challenge + (f",scope={_quoted(scope)}" if scope else "")
         return response
 
     def authorize(request: Request, name: str | None) -> str | None:
         """The pull key's name (None without auth); 401 with a challenge, or 403 for a repository not allowed."""
         if auth is None:
             return None
-        if name is not None:
+        if name is not None and is_valid_name(name):
             request.state.scope = f"repository:{name}:pull"
         return auth.check(request.headers.get("authorization"), name)
+
+    async def from_upstream(request: Request, key: str | None, needs: NeedsUpstream, work: Callable[[], T]) -> T:
+        """Work the cache could not do from what it holds: counted against the client's budget, run in the lane
+        of the upstream it waits on."""
+        client = f"key:{key}" if key is not None else f"address:{request.client.host if request.client else '-'}"
+
+        def charged() -> T:
+            if budget is not None:
+                budget.charge(client)
+            return work()
+
+        if lanes is not None:
+            return await lanes.run(needs.upstream, charged)
+        return await run_in_threadpool(charged)
 
     @app.get("/token")
     def token(request: Request) -> Response:
@@ -88,7 +127,7 @@ def create_app(cache: PullThroughCache, auth: Authenticator | None = None) -> Fa
 
     @app.api_route("/v2/", methods=PULL)
     @app.api_route("/v2", methods=PULL, include_in_schema=False)
-    def ping(request: Request) -> Response:
+    async def ping(request: Request) -> Response:
         authorize(request, None)
         return JSONResponse({}, headers=API_VERSION_HEADERS)
 
@@ -103,13 +142,15 @@ def create_app(cache: PullThroughCache, auth: Authenticator | None = None) -> Fa
     @app.api_route("/v2/{name:path}/manifests/{reference}", methods=PULL)
     async def manifest(name: str, reference: str, request: Request) -> Response:
         name = _routed(name, request)
-        authorize(request, name)
+        key = authorize(request, name)
         with_body = request.method == "GET"
         accept = Accept.parse(request.headers.getlist("accept"))
         try:
             served = local.manifest(name, reference, accept, with_body=with_body)
-        except NeedsUpstream:
-            served = await run_in_threadpool(cache.manifest, name, reference, accept, with_body=with_body)
+        except NeedsUpstream as needs:
+            served = await from_upstream(
+                request, key, needs, lambda: cache.manifest(name, reference, accept, with_body=with_body)
+            )
         record = served.record
         headers = {
             "Content-Type": record.media_type,
@@ -125,39 +166,41 @@ def create_app(cache: PullThroughCache, auth: Authenticator | None = None) -> Fa
     @app.api_route("/v2/{name:path}/blobs/{digest}", methods=PULL)
     async def blob(name: str, digest: str, request: Request) -> Response:
         name = _routed(name, request)
-        authorize(request, name)
+        key = authorize(request, name)
         head = request.method == "HEAD"
         try:
             body = local.blob(name, digest, head=head)
-        except NeedsUpstream:
-            body = await run_in_threadpool(cache.blob, name, digest, head=head)
-        return _with_namespace(_blob_response(body, digest, request.headers.get("range"), head=head), request)
+        except NeedsUpstream as needs:
+            body = await from_upstream(request, key, needs, lambda: cache.blob(name, digest, head=head))
+        response = _blob_response(body, digest, request.headers.get("range"), head=head, lanes=lanes)
+        return _with_namespace(response, request)
 
     @app.get("/v2/{name:path}/tags/list")
-    def tags(name: str, request: Request) -> Response:
+    async def tags(name: str, request: Request) -> Response:
         name = _routed(name, request)
-        authorize(request, name)
+        key = authorize(request, name)
         n, last = _pagination(request)
-        listing = cache.tags(name, n, last)
+        needs = NeedsUpstream(cache.rules.route(name).rule.upstream_base)  # a tag list always asks the upstream
+        listing = await from_upstream(request, key, needs, lambda: cache.tags(name, n, last))
         body = {"name": listing.name, "tags": listing.tags}
         return _with_namespace(_listing(body, f"/v2/{name}/tags/list", n, listing.tags, listing.has_more), request)
 
     def _routed(name: str, request: Request) -> str:
         """containerd, as a mirror, names the registry in `ns` and the repository as that registry knows it."""
-        namespace = request.query_params.get("ns")
+        namespace = _namespace(request)
         if namespace:
             return cache.rules.for_namespace(namespace, name) or name
         return name
 
     @app.get("/v2/{name:path}/referrers/{digest}")
-    def referrers(name: str, digest: str, request: Request) -> Response:
+    async def referrers(name: str, digest: str, request: Request) -> Response:
         name = _routed(name, request)
         authorize(request, name)
         cache.rules.route(name)  # unknown names still get NAME_UNKNOWN
         raise ReferrersUnsupported()
 
     @app.api_route("/v2/{path:path}", methods=[*PULL, *PUSH_AND_DELETE])
-    def other(path: str, request: Request) -> Response:
+    async def other(path: str, request: Request) -> Response:
         if request.method in PULL:
             raise NameUnknown("no such endpoint")
         raise Unsupported()
@@ -174,14 +217,31 @@ def _error_response(request: Request, error: RegistryError) -> Response:
     return response
 
 
-def _with_namespace(response: Response, request: Request) -> Response:
+def _quoted(value: str) -> str:
+    """An RFC 9110 quoted-string: a quote or backslash in `value` cannot end it (and add a second realm=)."""
+    clean = "".join(character for character in value if character.isprintable())
+    return '"' + clean.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _namespace(request: Request) -> str | None:
     namespace = request.query_params.get("ns")
+    if namespace is None or namespace == "":
+        return None
+    if not _NAMESPACE.match(namespace):
+        raise NameInvalid("ns must be a registry host name, with an optional port")
+    return namespace
+
+
+def _with_namespace(response: Response, request: Request) -> Response:
+    namespace = _namespace(request)
     if namespace:  # what the spec asks of a registry that scopes by ns
         response.headers["OCI-Namespace"] = namespace
     return response
 
 
-def _blob_response(body: BlobBody, digest: str, range_header: str | None, *, head: bool) -> Response:
+def _blob_response(
+    body: BlobBody, digest: str, range_header: str | None, *, head: bool, lanes: UpstreamLanes | None
+) -> Response:
     if isinstance(body, Redirect):
         return RedirectResponse(body.url, status_code=307)
     headers = {
@@ -204,9 +264,11 @@ def _blob_response(body: BlobBody, digest: str, range_header: str | None, *, hea
     headers["Content-Length"] = str(length)
     if head or isinstance(body, SizeOnly) or length == 0:
         return Response(status_code=status, headers=headers)
-    chunks: Callable[[int, int], Iterator[bytes]]
-    chunks = body.chunks if isinstance(body, StreamedBlob) else _file_chunks(body)
-    return StreamingResponse(chunks(start, length), status_code=status, headers=headers)
+    if isinstance(body, StreamedBlob):  # a fill in flight: its reads may wait on the upstream
+        streamed = body.chunks(start, length)
+        content: Iterator[bytes] | AsyncIterator[bytes] = lanes.stream(streamed) if lanes is not None else streamed
+        return StreamingResponse(content, status_code=status, headers=headers)
+    return StreamingResponse(_file_chunks(body)(start, length), status_code=status, headers=headers)
 
 
 def _file_chunks(blob: LocalBlob) -> Callable[[int, int], Iterator[bytes]]:
@@ -227,7 +289,7 @@ def _pagination(request: Request) -> tuple[int | None, str | None]:
     raw_n = request.query_params.get("n")
     n = None
     if raw_n is not None:
-        if not raw_n.isdigit():
+        if not (raw_n.isascii() and raw_n.isdigit()) or len(raw_n) > MAX_PAGE_DIGITS:
             raise PaginationNumberInvalid(f"n must be a non-negative integer, got {raw_n[:20]!r}")
         n = int(raw_n)
     return n, request.query_params.get("last")

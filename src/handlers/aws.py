@@ -39,6 +39,7 @@ class AwsSettings:
     presign_seconds: int
     endpoint_url: str | None  # set when S3 and DynamoDB are emulated (moto), never on AWS
     fill_in_process: bool  # the local emulation runs the fill function in a thread
+    miss_budget: int = 600  # upstream misses per client per minute (0: no limit)
 
     @classmethod
     def for_table(cls, table: str) -> AwsSettings:
@@ -57,6 +58,7 @@ class AwsSettings:
             presign_seconds=int(env.get("PULLTHROUGH_PRESIGN_EXPIRY_SECONDS", 600)),
             endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
             fill_in_process=env.get("PULLTHROUGH_FILL_IN_PROCESS") == "1",
+            miss_budget=int(env.get("PULLTHROUGH_MISS_BUDGET", 600)),
         )
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import logging
 import os
 from pathlib import Path
 
@@ -17,8 +16,19 @@ from core.rules import RuleInvalid, RuleSet
 from handlers.config import BUILTIN_RULES, PRESETS, load_rules, with_stored_rules
 from handlers.keys_cli import keys
 from handlers.lambda_local import serve as serve_events
-from handlers.local import AUTH_ENV, DATA_DIR_ENV, RULES_FILE_ENV, build_local_refresher
+from handlers.local import (
+    AUTH_ENV,
+    DATA_DIR_ENV,
+    DEFAULT_MISS_BUDGET,
+    LOG_LEVEL_ENV,
+    MISS_BUDGET_ENV,
+    PUBLIC_URL_ENV,
+    RULES_FILE_ENV,
+    build_local_refresher,
+)
+from handlers.logs import configure_logging
 from handlers.rules_cli import rules
+from handlers.slow_clients import raise_file_limit
 
 
 @click.group()
@@ -49,6 +59,11 @@ main.add_command(keys)
     type=click.Choice(["token", "none"]),
     help="token: pull keys and the registry token flow; none: anonymous. Default: none on loopback only.",
 )
+@click.option("--public-url", help="The URL clients reach the cache at (https://cache.example.com), for the token "
+              "endpoint's address. Default: http://HOST:PORT; needed in token mode with a wildcard HOST.")  # fmt: skip
+@click.option("--miss-budget", default=DEFAULT_MISS_BUDGET, show_default=True, type=click.IntRange(0),
+              help="Requests each client (pull key, or address) may make the cache forward upstream per minute; "
+              "0: no limit. Cached content is never limited.")  # fmt: skip
 @click.option("--access-log/--no-access-log", default=False, show_default=True)
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))  # fmt: skip
@@ -64,12 +79,16 @@ main.add_command(keys)
               help="Largest blob a request copies itself (--lambda only); bigger go to the fill function.")  # fmt: skip
 def serve(
     host: str, port: int, data_dir: Path, rules_file: Path | None, workers: int, upstream_timeout: float,
-    allow_private_upstreams: bool, auth: str | None, access_log: bool, log_level: str, lambda_path: bool, table: str,
-    bucket: str, sync_fill_max_bytes: int,
+    allow_private_upstreams: bool, auth: str | None, public_url: str | None, miss_budget: int, access_log: bool,
+    log_level: str, lambda_path: bool, table: str, bucket: str, sync_fill_max_bytes: int,
 ) -> None:  # fmt: skip
     """Start the cache as a local registry."""
     auth = auth or ("none" if _loopback(host) else "token")
+    public_url = _public_url(public_url, host, port, token=auth == "token")  # a usage error before anything is set
     os.environ[AUTH_ENV] = auth
+    os.environ[PUBLIC_URL_ENV] = public_url
+    os.environ[MISS_BUDGET_ENV] = str(miss_budget)
+    os.environ[LOG_LEVEL_ENV] = log_level
     if auth == "none":
         exposed = "" if _loopback(host) else ": anyone who can reach this port can pull through it"
         click.echo(f"auth: none (anonymous pulls{exposed})", err=True)
@@ -92,10 +111,10 @@ def serve(
     else:
         data_dir.mkdir(parents=True, exist_ok=True)
         rules = with_stored_rules(BUILTIN_RULES, SqliteMetadataStore(data_dir / "metadata.sqlite3").list_rules())
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per upstream request is the access log's job
+    configure_logging(log_level)
     prefixes = ", ".join(f"{rule.prefix or '(root)'} -> {rule.upstream}" for rule in rules)
     click.echo(f"pullthrough on http://{host}:{port} (data in {data_dir}); rules: {prefixes}", err=True)
+    raise_file_limit()
     uvicorn.run(
         "handlers.local:app_from_environment",
         factory=True,
@@ -104,10 +123,23 @@ def serve(
         workers=workers,
         access_log=access_log,
         log_level=log_level,
-        http="httptools",
+        http="handlers.slow_clients:SlowClientGuard",  # httptools, with header timeouts
         loop="uvloop",
         timeout_keep_alive=30,
     )
+
+
+def _public_url(given: str | None, host: str, port: int, *, token: bool) -> str:
+    """Where clients reach the cache: given, or this address. Never the Host header a client sends, which would let
+    it choose where other clients send their pull keys."""
+    if given:
+        if not given.startswith(("http://", "https://")):
+            raise click.UsageError("--public-url must be an http(s) URL")
+        return given.rstrip("/")
+    wildcard = _unspecified(host)
+    if wildcard and token:
+        raise click.UsageError(f"with --host {host or '(any)'}, give --public-url: the token endpoint's address")
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def _serve_lambda(
@@ -167,8 +199,7 @@ def refresh(
         refresher = build_local_refresher(data_dir.resolve(), load_rules(rules_file) if rules_file else None)
     except RuleInvalid as exc:
         raise click.UsageError(str(exc)) from exc
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    configure_logging("info", format="%(message)s")
     if reference is not None:
         name, _, tag = reference.rpartition(":")
         if not name or "/" in tag:
@@ -185,6 +216,14 @@ def refresh(
         click.echo(f"{len(outcomes)} tags revalidated", err=True)
     if any(outcome.status == "failed" for outcome in outcomes):
         raise SystemExit(1)
+
+
+def _unspecified(host: str) -> bool:
+    """0.0.0.0 or ::, which listen everywhere and so name no address a client could use."""
+    try:
+        return ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return host == ""
 
 
 def _loopback(host: str) -> bool:

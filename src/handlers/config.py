@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from core.rules import DEFAULT_TAG_TTL_SECONDS, ROOT_PREFIX, Rule, RuleInvalid, RuleSet
+from core.rules import DEFAULT_MAX_BLOB_BYTES, DEFAULT_TAG_TTL_SECONDS, ROOT_PREFIX, Rule, RuleInvalid, RuleSet
 
 DOCKER_HUB = "https://registry-1.docker.io"
 PRESETS = {
@@ -61,6 +61,7 @@ class RuleConfig(BaseModel):
     allow: list[str] = Field(default_factory=list)
     deny: list[str] = Field(default_factory=list)
     allowed_tags: str | None = None
+    max_blob_bytes: int = Field(default=DEFAULT_MAX_BLOB_BYTES, ge=1)
 
     def to_rule(self) -> Rule:
         return Rule.from_dict(self.model_dump(exclude_defaults=True) | {"prefix": self.prefix})

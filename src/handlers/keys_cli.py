@@ -15,7 +15,7 @@ from core.auth import PullKey, hash_secret, new_secret
 from core.reference import is_valid_name
 from handlers.rules_cli import backend_options, store_for
 
-_DURATION = re.compile(r"^(\d+)([hdw])$")
+_DURATION = re.compile(r"^([0-9]{1,9})([hdw])\Z")
 _UNITS = {"h": 3600, "d": 86400, "w": 7 * 86400}
 
 

@@ -14,16 +14,23 @@ from adapters.local.metadata_store import SqliteMetadataStore
 from adapters.local.signing_keys import FileSigningKeys
 from adapters.upstream.client import HttpUpstreams
 from core.auth import Authenticator, TokenService
+from core.budget import MissBudget, MissBudgetPolicy
 from core.cache import PullThroughCache
 from core.refresh import Refresher
 from core.rules import ReloadingRules, RuleSet
 from handlers.api import create_app
 from handlers.config import BUILTIN_RULES, TOKEN_SERVICE, load_rules, with_stored_rules
+from handlers.lanes import UpstreamLanes
+from handlers.logs import configure_logging
 
 DATA_DIR_ENV = "PULLTHROUGH_DATA_DIR"
 RULES_FILE_ENV = "PULLTHROUGH_RULES_FILE"
 RULES_RELOAD_SECONDS = 5.0
 AUTH_ENV = "PULLTHROUGH_AUTH"
+PUBLIC_URL_ENV = "PULLTHROUGH_PUBLIC_URL"
+MISS_BUDGET_ENV = "PULLTHROUGH_MISS_BUDGET"
+LOG_LEVEL_ENV = "PULLTHROUGH_LOG_LEVEL"
+DEFAULT_MISS_BUDGET = 600  # upstream misses per client per minute
 
 
 def build_local_cache(data_dir: Path, rules: RuleSet | None) -> PullThroughCache:
@@ -59,8 +66,12 @@ def local_authenticator(data_dir: Path) -> Authenticator:
 
 def app_from_environment() -> FastAPI:
     """The uvicorn factory: each worker process builds its own cache over the shared data directory."""
+    configure_logging(os.environ.get(LOG_LEVEL_ENV, "info"))
     rules_file = os.environ.get(RULES_FILE_ENV)
     rules = load_rules(Path(rules_file)) if rules_file else None
     data_dir = Path(os.environ[DATA_DIR_ENV])
     auth = local_authenticator(data_dir) if os.environ.get(AUTH_ENV, "none") == "token" else None
-    return create_app(build_local_cache(data_dir, rules), auth)
+    realm = f"{os.environ.get(PUBLIC_URL_ENV, '').rstrip('/')}/token"
+    cache = build_local_cache(data_dir, rules)
+    budget = MissBudget(cache.metadata, MissBudgetPolicy(int(os.environ.get(MISS_BUDGET_ENV, DEFAULT_MISS_BUDGET))))
+    return create_app(cache, auth, token_realm=lambda request: realm, budget=budget, lanes=UpstreamLanes())

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import os
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 
 logger = Logger()
+# Wire-level debug lines hold raw headers (an upstream's redirect Location, with its signature): never wanted.
+for _name in ("httpx", "httpcore"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 tracer = Tracer()
 metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "Pullthrough"))
 

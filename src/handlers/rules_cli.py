@@ -19,7 +19,7 @@ from core.rules import Rule, RuleInvalid
 from handlers.config import PRESETS, load_rules, parse_rule
 
 FIELDS = ("prefix", "upstream", "tag_ttl_seconds", "library_namespace", "credentials", "upstream_repository_prefix",
-          "allow", "deny", "allowed_tags", "max_stale_seconds", "prefetch_platforms")  # fmt: skip
+          "allow", "deny", "allowed_tags", "max_stale_seconds", "prefetch_platforms", "max_blob_bytes")  # fmt: skip
 
 
 def store_for(data_dir: Path, table: str | None) -> MetadataStore:
@@ -51,6 +51,7 @@ def rule_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--allowed-tags", help="Regular expression tags must match."),
         click.option("--max-stale", "max_stale_seconds", type=int, help="Oldest copy served when upstream fails."),
         click.option("--prefetch-platform", "prefetch_platforms", multiple=True, help="os/arch[/variant]; repeat."),
+        click.option("--max-blob-bytes", "max_blob_bytes", type=int, help="Largest upstream blob fetched."),
     ]
     for option in reversed(options):
         command = option(command)

@@ -17,8 +17,8 @@ def tag_record(digest: Digest = D1, checked_at: float = 100.0, pulled_at: float 
 class MetadataStoreContract:
     def test_unknown_things_are_none(self, store: MetadataStore):
         assert store.get_tag("s", "repo", "v1") is None
-        assert store.get_manifest("s", D1) is None
-        assert store.get_blob("s", D1) is None
+        assert store.get_manifest("s", "repo", D1) is None
+        assert store.get_blob("s", "repo", D1) is None
         assert store.list_tags("s", "repo") == []
         assert store.list_repositories() == []
 
@@ -51,18 +51,23 @@ class MetadataStoreContract:
         assert sorted(store.list_tags("s", "repo")) == ["a", "b", "c"]
         assert sorted(store.list_repositories()) == [("s", "only-digests"), ("s", "repo"), ("t", "repo")]
 
-    def test_manifests_round_trip_per_scope(self, store: MetadataStore):
+    def test_manifests_round_trip_per_scope_and_repository(self, store: MetadataStore):
         record = ManifestRecord(D1, OCI_INDEX, 4567)
         store.put_manifest("s", "repo", record)
-        assert store.get_manifest("s", D1) == record
-        assert store.get_manifest("other", D1) is None
+        assert store.get_manifest("s", "repo", D1) == record
+        assert store.get_manifest("other", "repo", D1) is None
+        assert store.get_manifest("s", "repo/sub", D1) is None
+        assert store.get_manifest("s", "rep", D1) is None
 
-    def test_blobs_round_trip_per_scope(self, store: MetadataStore):
-        store.put_blob("s", D1, 99)
-        assert store.get_blob("s", D1) == 99
-        assert store.get_blob("other", D1) is None
-        store.put_blob("s", D1, 99)
-        assert store.get_blob("s", D1) == 99
+    def test_blobs_round_trip_per_scope_and_repository(self, store: MetadataStore):
+        store.put_blob("s", "repo", D1, 99)
+        assert store.get_blob("s", "repo", D1) == 99
+        assert store.get_blob("other", "repo", D1) is None
+        assert store.get_blob("s", "other/repo", D1) is None
+        store.put_blob("s", "repo", D1, 99)
+        store.put_blob("s", "other/repo", D1, 99)
+        assert store.get_blob("s", "repo", D1) == 99
+        assert store.get_blob("s", "other/repo", D1) == 99
 
     def test_lease_excludes_other_owners_until_it_expires(self, store: MetadataStore, clock):
         assert store.acquire_lease("fill/x", "a", 30)
@@ -120,15 +125,44 @@ class MetadataStoreContract:
         ]
         assert store.stale_tags("t", checked_before=200.0, pulled_after=800.0, limit=10) == [("repo", "other-scope")]
 
-    def test_backoff_holds_until_it_expires(self, store: MetadataStore, clock):
-        assert store.get_backoff("https://up.example") is None
-        store.put_backoff("https://up.example", 30, "TOOMANYREQUESTS", "slow down")
-        backoff = store.get_backoff("https://up.example")
-        assert backoff is not None and backoff.code == "TOOMANYREQUESTS" and backoff.reason == "slow down"
-        assert 29 <= backoff.seconds_left <= 30
-        assert store.get_backoff("https://other.example") is None
-        clock.advance(31)
-        assert store.get_backoff("https://up.example") is None
+    def test_breaker_counts_failures_in_a_row_within_the_window(self, store: MetadataStore, clock):
+        assert store.get_breaker("https://up.example") is None
+        assert store.count_breaker_failure("https://up.example", "UNAVAILABLE", "refused", 60) == 1
+        clock.advance(30)
+        assert store.count_breaker_failure("https://up.example", "UNAVAILABLE", "reset", 60) == 2
+        state = store.get_breaker("https://up.example")
+        assert (state.failures, state.trips, state.code, state.reason) == (2, 0, "UNAVAILABLE", "reset")
+        assert store.get_breaker("https://other.example") is None
+        clock.advance(31)  # the window started with the first failure: the count starts over
+        assert store.get_breaker("https://up.example").failures == 0
+        assert store.count_breaker_failure("https://up.example", "UNAVAILABLE", "refused", 60) == 1
+
+    def test_breaker_opens_trips_and_closes(self, store: MetadataStore, clock):
+        store.count_breaker_failure("https://up.example", "UNAVAILABLE", "refused", 60)
+        store.open_breaker("https://up.example", clock() + 30, "TOOMANYREQUESTS", "slow down")
+        state = store.get_breaker("https://up.example")
+        assert (state.failures, state.open_until, state.trips) == (0, clock() + 30, 1)
+        assert (state.code, state.reason) == ("TOOMANYREQUESTS", "slow down")
+        store.open_breaker("https://up.example", clock() + 60, "UNAVAILABLE", "still down")
+        assert store.get_breaker("https://up.example").trips == 2
+        store.open_breaker("https://new.example", clock() + 10, "UNAVAILABLE", "down")  # opened with no count
+        assert store.get_breaker("https://new.example").trips == 1
+        store.close_breaker("https://up.example")
+        store.close_breaker("https://never.example")
+        assert store.get_breaker("https://up.example") is None
+
+    def test_counters_count_until_they_expire(self, store: MetadataStore, clock):
+        assert store.get_counter("misses/ci/1") == 0
+        assert [store.increment_counter("misses/ci/1", clock() + 60) for _ in range(3)] == [1, 2, 3]
+        assert store.increment_counter("misses/other/1", clock() + 60) == 1
+        assert store.get_counter("misses/ci/1") == 3
+        clock.advance(60)
+        assert store.get_counter("misses/ci/1") == 0
+        assert store.increment_counter("misses/ci/1", clock() + 10) == 1  # starts over, with its new expiry
+        clock.advance(9)
+        assert store.get_counter("misses/ci/1") == 1
+        clock.advance(1)
+        assert store.get_counter("misses/ci/1") == 0
 
     def test_pull_keys_round_trip_and_never_hold_the_secret(self, store: MetadataStore):
         from core.auth import PullKey, hash_secret

@@ -152,7 +152,9 @@ def test_storage_failures_are_the_service_unavailable_and_leave_no_upload_behind
         lambda: metadata.put_tag("up", "app", "v1", tag_record()),
         lambda: metadata.stale_tags("up", 0.0, 0.0, 10),
         lambda: metadata.list_rules(),
-        lambda: metadata.get_backoff("https://up.example"),
+        lambda: metadata.get_breaker("https://up.example"),
+        lambda: metadata.count_breaker_failure("https://up.example", "UNAVAILABLE", "down", 60),
+        lambda: metadata.increment_counter("misses/ci/1", 100.0),
     ]
     for call in calls:
         with pytest.raises(Unavailable):

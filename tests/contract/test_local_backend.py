@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -11,8 +12,10 @@ from adapters.local.blob_store import FileBlobStore
 from adapters.local.metadata_store import SqliteMetadataStore
 from core.digest import Digest
 from core.filling import store_bytes
+from core.mediatypes import OCI_MANIFEST
+from core.ports import ManifestRecord
 from tests.contract.blob_store_contract import BlobStoreContract
-from tests.contract.metadata_store_contract import MetadataStoreContract, tag_record
+from tests.contract.metadata_store_contract import D1, D2, MetadataStoreContract, tag_record
 
 
 class TestFileBlobStore(BlobStoreContract):
@@ -48,6 +51,44 @@ class TestSqliteMetadataStore(MetadataStoreContract):
         with context.Pool(4) as pool:
             pool.starmap(_write_tags, [(path, worker) for worker in range(4)])
         assert len(SqliteMetadataStore(path).list_tags("s", "repo")) == 4 * 50
+
+    def test_a_version_0_database_is_migrated_once_keeping_tags_and_manifests(self, tmp_path: Path):
+        path = tmp_path / "metadata.sqlite3"
+        _write_version_0(path)
+        with multiprocessing.get_context("spawn").Pool(4) as pool:  # several processes start on it at once
+            pool.map(_open_store, [path] * 4)
+        store = SqliteMetadataStore(path)
+        assert store.get_tag("s", "library/app", "v1") == tag_record(D1, 10.0, 20.0)
+        assert store.get_manifest("s", "library/app", D1) == ManifestRecord(D1, OCI_MANIFEST, 42)
+        assert store.get_manifest("s", "library/other", D1) is None
+        # blob records had no repository: gone, to be confirmed again per repository (the bytes stay)
+        assert store.get_blob("s", "library/app", D2) is None
+        assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone() == (1,)
+
+
+def _open_store(path: Path) -> None:
+    SqliteMetadataStore(path)
+
+
+def _write_version_0(path: Path) -> None:
+    """The schema before content was recorded per repository, as a data directory from then has it."""
+    db = sqlite3.connect(path)
+    db.executescript("""
+        CREATE TABLE tags (scope TEXT NOT NULL, repository TEXT NOT NULL, tag TEXT NOT NULL, digest TEXT NOT NULL,
+            media_type TEXT NOT NULL, size INTEGER NOT NULL, checked_at REAL NOT NULL, pulled_at REAL NOT NULL,
+            PRIMARY KEY (scope, repository, tag)) WITHOUT ROWID;
+        CREATE TABLE manifests (scope TEXT NOT NULL, digest TEXT NOT NULL, repository TEXT NOT NULL,
+            media_type TEXT NOT NULL, size INTEGER NOT NULL, PRIMARY KEY (scope, digest)) WITHOUT ROWID;
+        CREATE TABLE blobs (scope TEXT NOT NULL, digest TEXT NOT NULL, size INTEGER NOT NULL,
+            PRIMARY KEY (scope, digest)) WITHOUT ROWID;
+        CREATE TABLE backoffs (key TEXT PRIMARY KEY, until REAL NOT NULL, code TEXT NOT NULL, reason TEXT NOT NULL)
+            WITHOUT ROWID;
+    """)
+    db.execute("INSERT INTO tags VALUES ('s', 'library/app', 'v1', ?, ?, 123, 10.0, 20.0)", (str(D1), OCI_MANIFEST))
+    db.execute("INSERT INTO manifests VALUES ('s', ?, 'library/app', ?, 42)", (str(D1), OCI_MANIFEST))
+    db.execute("INSERT INTO blobs VALUES ('s', ?, 7)", (str(D2),))
+    db.commit()
+    db.close()
 
 
 def _write_tags(path: Path, worker: int) -> None:

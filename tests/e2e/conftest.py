@@ -18,6 +18,7 @@ from tests.support.upstream import AccessLogEntry, DistributionRegistry
 PREFIX = "up"
 TAG_TTL_SECONDS = 3600
 IMAGES = ["single-oci", "multi-oci", "single-docker", "multi-docker", "big"]
+AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
 
 @pytest.fixture(scope="session")
@@ -44,8 +45,7 @@ def lambda_server(workdir: Path, moto: MotoServer, rules: list[dict[str, object]
     return PullthroughServer(
         workdir, rules,
         extra_args=("--lambda", "--table", name, "--bucket", name, "--sync-fill-max-bytes", str(sync_max)),
-        env={"AWS_ENDPOINT_URL": moto.url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-             "AWS_DEFAULT_REGION": "us-east-1"},
+        env={"AWS_ENDPOINT_URL": moto.url, **AWS},
     )  # fmt: skip
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.conftest import PREFIX, cache_rules
+from tests.e2e.conftest import AWS, PREFIX, cache_rules
 from tests.support.clients import Containerd, Podman, skopeo, verify_dir_digests
 from tests.support.images import TestImage
 from tests.support.moto import MotoServer
@@ -19,8 +19,6 @@ from tests.support.pullthrough import PullthroughServer, pullthrough_cli
 from tests.support.upstream import DistributionRegistry
 
 pytestmark = pytest.mark.e2e
-
-AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
 
 class Deployment:

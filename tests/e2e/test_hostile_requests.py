@@ -4,13 +4,16 @@ hang), and the server is healthy afterwards."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import socket
 
 import httpx
 import pytest
 
+from core.mediatypes import OCI_INDEX, OCI_MANIFEST
 from tests.e2e.conftest import PREFIX, cache_rules
+from tests.support.faulty import FaultyUpstream
 from tests.support.pullthrough import PullthroughServer, pullthrough_cli
 from tests.support.upstream import DistributionRegistry
 
@@ -62,7 +65,7 @@ def corpus(token: str) -> list[tuple[str, bytes]]:
     name = f"{PREFIX}/library/single-oci"
 
     def get(target: str, headers: str = good, method: str = "GET") -> bytes:
-        return f"{method} {target} HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n".encode()
+        return f"{method} {target} HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n".encode("latin-1")
 
     return [
         ("path traversal in the name", get(f"/v2/{PREFIX}/../../etc/passwd/manifests/latest")),
@@ -98,6 +101,14 @@ def corpus(token: str) -> list[tuple[str, bytes]]:
         ("unknown method", get(f"/v2/{name}/manifests/v1", method="PROPFIND")),
         ("range past the end", get(f"/v2/{name}/blobs/{SHA}", good + "Range: bytes=999999999-\r\n")),
         ("bad pagination", get(f"/v2/{name}/tags/list?n=-5")),
+        ("a Unicode digit as n", get(f"/v2/{name}/tags/list?n=%C2%B2")),
+        ("thousands of digits as n", get(f"/v2/{name}/tags/list?n={'9' * 3000}")),
+        ("thousands of digits in a range", get(f"/v2/{name}/blobs/{SHA}", good + f"Range: bytes={'9' * 5000}-\r\n")),
+        ("a Latin-1 digit in a range", get(f"/v2/{name}/blobs/{SHA}", good + "Range: bytes=\xb2-\r\n")),
+        ("CR LF in ns", get(f"/v2/{name}/manifests/v1?ns=docker.io%0d%0aSet-Cookie:%20a=b")),
+        ("a newline after the tag", get(f"/v2/{name}/manifests/v1%0a")),
+        ("a newline after the digest", get(f"/v2/{name}/blobs/{SHA}%0a")),
+        ("a quote in the name", get(f"/v2/{PREFIX}/a%22b,realm=%22http://evil/manifests/v1", "")),
         ("unknown prefix", get("/v2/nowhere/x/manifests/v1")),
     ]
 
@@ -113,3 +124,43 @@ def test_every_hostile_request_gets_a_4xx_and_the_server_stays_healthy(
     good = f"GET /v2/{PREFIX}/library/single-oci/manifests/v1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
     assert raw(server.port, (good + "Connection: close\r\n\r\n").encode()) == 200
     assert "Traceback" not in server.log.read_text()
+
+
+def test_the_token_realm_is_the_servers_own_whatever_host_or_name_a_client_sends(server: PullthroughServer):
+    for target, host in [("/v2/", "evil.example"), (f"/v2/{PREFIX}/a%22b,realm=%22http:%2f%2fevil/manifests/v1", "x"),
+                         (f'/v2/{PREFIX}/a"b/manifests/v1', "x")]:  # fmt: skip
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as connection:
+            connection.sendall(f"GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+            answer = b""
+            while chunk := connection.recv(65536):
+                answer += chunk
+        challenges = [line for line in answer.decode("latin-1").split("\r\n") if line.lower().startswith("www-auth")]
+        for challenge in challenges:  # a 400 for an unusable name carries none
+            assert challenge.count("realm=") == 1 and "evil" not in challenge, challenge
+            assert f'realm="{server.url}/token"' in challenge
+        assert b"x-content-type-options: nosniff" in answer.lower()
+
+
+def test_a_hostile_upstreams_manifests_are_refused_not_served(tmp_path, upstream_registry: DistributionRegistry):
+    """An upstream whose manifests are HTML, JSON nested 100,000 deep, or an index whose `manifests` is no list."""
+    html = b"<html><script>alert(document.cookie)</script></html>"
+    nested = b"[" * 100_000 + b"]" * 100_000
+    odd_index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": 7}).encode()
+    canned = {"html": (html, "text/html"), "nested": (nested, OCI_MANIFEST), "odd-index": (odd_index, OCI_INDEX)}
+    with FaultyUpstream(upstream_registry.url) as hostile:
+        for name, (body, content_type) in canned.items():
+            headers = {
+                "Content-Type": content_type,
+                "Docker-Content-Digest": f"sha256:{hashlib.sha256(body).hexdigest()}",
+            }
+            hostile.faults.canned[f"/v2/library/{name}/manifests/v1"] = (200, headers, body)
+        with PullthroughServer(tmp_path / "cache", [{"prefix": PREFIX, "upstream": hostile.url}]) as cache:
+            with httpx.Client(base_url=cache.url, timeout=30) as client:
+                for name in ("html", "nested"):
+                    answer = client.get(f"/v2/{PREFIX}/library/{name}/manifests/v1")
+                    assert answer.status_code == 502 and answer.json()["errors"][0]["code"] == "MANIFEST_INVALID"
+                    assert answer.headers["x-content-type-options"] == "nosniff"
+                # an index that lists nothing usable, to a client that takes no indexes: served as it is, no 500
+                odd = client.get(f"/v2/{PREFIX}/library/odd-index/manifests/v1", headers={"Accept": OCI_MANIFEST})
+                assert odd.status_code == 200 and odd.content == odd_index and odd.headers["content-type"] == OCI_INDEX
+            assert "Traceback" not in cache.log.read_text()

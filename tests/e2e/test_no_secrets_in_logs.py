@@ -13,6 +13,7 @@ import pytest
 
 from tests.e2e.conftest import PREFIX, cache_rules, lambda_server
 from tests.support.clients import skopeo
+from tests.support.faulty import FaultyUpstream
 from tests.support.images import TestImage
 from tests.support.proc import CommandError
 from tests.support.pullthrough import PullthroughServer
@@ -53,6 +54,24 @@ def test_serve_logs_no_secrets(tmp_path: Path, upstream_registry: DistributionRe
     assert "GET /v2/" in logs and "unchanged" in refresh.stdout  # the logs saw the traffic
     for value in (secret, token, UPSTREAM_PASSWORD, token.split(".")[2]):
         assert value not in logs
+
+
+def test_an_upstreams_presigned_redirects_are_never_logged(tmp_path: Path, upstream_registry, test_images):
+    """Docker Hub sends blobs by a redirect to a presigned CDN URL; at debug level, the wire-level loggers would
+    print that Location, signature and all."""
+    image: TestImage = test_images["single-oci"]
+    signature = "0123456789abcdef" * 4
+    with FaultyUpstream(upstream_registry.url) as upstream:
+        upstream.faults.signed_redirect = signature
+        rules = [{"prefix": PREFIX, "upstream": upstream.url}]
+        args = ("--access-log", "--log-level", "debug")
+        with PullthroughServer(tmp_path / "cache", rules, extra_args=args) as cache:
+            skopeo("copy", "--src-tls-verify=false", f"docker://{image.ref(cache.host, PREFIX)}",
+                   f"dir:{tmp_path / 'out'}")  # fmt: skip
+            logs = cache.log.read_text()
+        assert upstream.count("GET", "^GET /_signed/") == len(image.blob_digests)  # the redirects were followed
+    assert "GET /v2/" in logs
+    assert signature not in logs
 
 
 def test_the_lambda_path_logs_no_tokens_or_signatures(tmp_path: Path, moto, upstream_registry, test_images):

@@ -81,3 +81,21 @@ def test_pull_keys_from_the_command_line(tmp_path: Path):
     assert listed["name"] == "ci" and listed["prefixes"] == ["up", "hub/library"] and "hash" not in str(listed)
     assert keys("revoke", "nobody")[0] != 0
     assert keys("revoke", "ci")[0] == 0
+
+
+def test_a_rules_maximum_blob_size_is_a_setting_like_the_others(tmp_path: Path):
+    data = ["--data-dir", str(tmp_path)]
+    assert run("create", "hub", "--preset", "docker-hub", "--max-blob-bytes", "1048576", *data)[0] == 0
+    code, output = run("describe", "hub", *data, "--output", "json")
+    assert code == 0 and json.loads(output)[0]["max_blob_bytes"] == 1048576
+    code, output = run("update", "hub", "--max-blob-bytes", "0", *data)
+    assert code != 0 and "max_blob_bytes" in output
+
+
+def test_token_mode_on_a_wildcard_address_needs_the_public_url(tmp_path: Path):
+    """The token realm is never taken from a client's Host header, so it must be known."""
+    for host in ("0.0.0.0", "::"):
+        result = CliRunner().invoke(main, ["serve", "--host", host, "--auth", "token", "--data-dir", str(tmp_path)])
+        assert result.exit_code == 2 and "--public-url" in result.output
+    result = CliRunner().invoke(main, ["serve", "--public-url", "ftp://x", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "http(s)" in result.output

@@ -32,6 +32,7 @@ class PullthroughServer(proc.LoopbackServer):
         extra_args: tuple[str, ...] = (),
         env: dict[str, str] | None = None,
         allow_private_upstreams: bool = True,  # every test upstream is on 127.0.0.1
+        open_files: int | None = None,  # start with this soft limit on open files, as a login shell might
     ) -> None:
         self.workdir = workdir
         self.allow_private_upstreams = allow_private_upstreams
@@ -39,6 +40,7 @@ class PullthroughServer(proc.LoopbackServer):
         self.workers = workers
         self.extra_args = extra_args
         self.env = env
+        self.open_files = open_files
         self.port = free_port()
         self.data_dir = workdir / "data"
         self.log = workdir / "pullthrough.log"
@@ -50,8 +52,9 @@ class PullthroughServer(proc.LoopbackServer):
             rules_file = self.workdir / "rules.json"
             rules_file.write_text(json.dumps({"rules": self.rules}))
             rules = ["--rules", rules_file]
-        command = [EXECUTABLE, "serve", "--host", "127.0.0.1", "--port", str(self.port), "--data-dir", self.data_dir,
-                   *rules, "--workers", str(self.workers),
+        limit = ["prlimit", f"--nofile={self.open_files}:", "--"] if self.open_files else []
+        command = [*limit, EXECUTABLE, "serve", "--host", "127.0.0.1", "--port", str(self.port),
+                   "--data-dir", self.data_dir, *rules, "--workers", str(self.workers),
                    *(["--allow-private-upstreams"] if self.allow_private_upstreams else []),
                    *self.extra_args]  # fmt: skip
         with self.log.open("ab") as log:

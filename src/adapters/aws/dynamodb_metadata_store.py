@@ -3,15 +3,17 @@
 | item | pk | sk | attributes |
 |---|---|---|---|
 | tag | `TAG#<scope>#<repository>` | `<tag>` | digest, media_type, size, checked_at, pulled_at, tag_scope |
-| manifest | `MANIFEST#<scope>#<digest>` | `-` | repository, media_type, size |
-| blob | `BLOB#<scope>#<digest>` | `-` | size |
+| manifest | `MANIFEST#<scope>#<repository>#<digest>` | `-` | media_type, size |
+| blob | `BLOB#<scope>#<repository>#<digest>` | `-` | size |
 | repository index | `REPOSITORIES` | `<scope>#<repository>` | |
 | lease | `LEASE#<key>` | `-` | owner, expires_at (TTL) |
-| upstream back-off | `BACKOFF#<upstream URL>` | `-` | code, reason, expires_at (TTL) |
+| upstream breaker | `BREAKER#<upstream URL>` | `-` | failures (and when they expire), open_until, trips, code, reason |
+| counter | `COUNTER#<key>` | `-` | value, expires_at (TTL): misses per client, upstream "not found"s |
 | pull key | `KEYS` | `KEY#<name>` | key (name, prefixes, scrypt hash of the secret, expiry, revoked) |
 | rule | `RULES` | `RULE#<prefix>` | rule (its settings as JSON; a credentials reference, never a secret) |
 
-Manifests and blobs get a partition each, so hot content spreads over partitions; tags of one repository share one,
+Manifests and blobs are recorded per repository (a digest one repository pulled is not another's until its upstream
+confirms it), and get a partition each, so hot content spreads over partitions; tags of one repository share one,
 so listing them is a Query. Expired leases may linger up to two days before TTL deletes them: reads always compare
 `expires_at` with the clock.
 
@@ -34,10 +36,13 @@ from botocore.exceptions import ClientError
 from core.auth import PullKey
 from core.digest import Digest
 from core.errors import Unavailable
-from core.ports import Backoff, ManifestRecord, TagRecord
+from core.ports import BreakerState, ManifestRecord, TagRecord
 from core.rules import Rule
 
 SINGLE = "-"
+# Breaker records outlive their last use by this much before TTL deletes them: long enough to never matter.
+BREAKER_RETENTION_SECONDS = 86400
+CONTENDED_ATTEMPTS = 5  # conditional updates that lost a race to another writer, before giving up
 PULLED_INDEX = "pulled"
 
 TABLE_SCHEMA: dict[str, Any] = {
@@ -149,23 +154,23 @@ class DynamoMetadataStore:
 
     # -- content -----------------------------------------------------------------------------------------------------
 
-    def get_manifest(self, scope: str, digest: Digest) -> ManifestRecord | None:
-        item = self._get(f"MANIFEST#{scope}#{digest}", SINGLE)
+    def get_manifest(self, scope: str, repository: str, digest: Digest) -> ManifestRecord | None:
+        item = self._get(f"MANIFEST#{scope}#{repository}#{digest}", SINGLE)
         return None if item is None else ManifestRecord(digest, item["media_type"]["S"], int(item["size"]["N"]))
 
     def put_manifest(self, scope: str, repository: str, record: ManifestRecord) -> None:
         self._put({
-            "pk": _s(f"MANIFEST#{scope}#{record.digest}"), "sk": _s(SINGLE), "repository": _s(repository),
+            "pk": _s(f"MANIFEST#{scope}#{repository}#{record.digest}"), "sk": _s(SINGLE),
             "media_type": _s(record.media_type), "size": _n(record.size),
         })  # fmt: skip
         self._index_repository(scope, repository)
 
-    def get_blob(self, scope: str, digest: Digest) -> int | None:
-        item = self._get(f"BLOB#{scope}#{digest}", SINGLE)
+    def get_blob(self, scope: str, repository: str, digest: Digest) -> int | None:
+        item = self._get(f"BLOB#{scope}#{repository}#{digest}", SINGLE)
         return None if item is None else int(item["size"]["N"])
 
-    def put_blob(self, scope: str, digest: Digest, size: int) -> None:
-        self._put({"pk": _s(f"BLOB#{scope}#{digest}"), "sk": _s(SINGLE), "size": _n(size)})
+    def put_blob(self, scope: str, repository: str, digest: Digest, size: int) -> None:
+        self._put({"pk": _s(f"BLOB#{scope}#{repository}#{digest}"), "sk": _s(SINGLE), "size": _n(size)})
 
     # -- leases ------------------------------------------------------------------------------------------------------
 
@@ -215,18 +220,92 @@ class DynamoMetadataStore:
     def put_rule(self, rule: Rule) -> None:
         self._put({"pk": _s("RULES"), "sk": _s(f"RULE#{rule.prefix}"), "rule": _s(json.dumps(rule.to_dict()))})
 
-    # -- upstream back-off -------------------------------------------------------------------------------------------
+    # -- upstream breakers and counters ------------------------------------------------------------------------------
 
-    def get_backoff(self, key: str) -> Backoff | None:
-        item = self._get(f"BACKOFF#{key}", SINGLE)
-        now = self._clock()
-        if item is None or float(item["expires_at"]["N"]) <= now:  # TTL deletes late: always compare
+    def get_breaker(self, key: str) -> BreakerState | None:
+        item = self._get(f"BREAKER#{key}", SINGLE)
+        if item is None:
             return None
-        return Backoff(float(item["expires_at"]["N"]) - now, item["code"]["S"], item["reason"]["S"])
+        counting = float(item["failures_expire_at"]["N"]) > self._clock()
+        return BreakerState(
+            int(item["failures"]["N"]) if counting else 0, float(item["open_until"]["N"]), int(item["trips"]["N"]),
+            item["code"]["S"], item["reason"]["S"],
+        )  # fmt: skip
 
-    def put_backoff(self, key: str, seconds: float, code: str, reason: str) -> None:
-        self._put({"pk": _s(f"BACKOFF#{key}"), "sk": _s(SINGLE), "expires_at": _n(self._clock() + seconds),
-                   "code": _s(code), "reason": _s(reason)})  # fmt: skip
+    def count_breaker_failure(self, key: str, code: str, reason: str, window_seconds: float) -> int:
+        now = self._clock()
+        pk = {"pk": _s(f"BREAKER#{key}"), "sk": _s(SINGLE)}
+        last = {":code": _s(code), ":reason": _s(reason), ":gone": _n(now + window_seconds + BREAKER_RETENTION_SECONDS)}
+        for _ in range(CONTENDED_ATTEMPTS):  # count on within the window, or start a new count: conditional updates
+            try:
+                answer = self._call(
+                    self._client.update_item, TableName=self._table, Key=pk, ReturnValues="UPDATED_NEW",
+                    UpdateExpression="SET failures = failures + :one, code = :code, reason = :reason,"
+                    " expires_at = :gone",
+                    ConditionExpression="failures_expire_at > :now",
+                    ExpressionAttributeValues={":one": _n(1), ":now": _n(now), **last},
+                )  # fmt: skip
+                return int(answer["Attributes"]["failures"]["N"])
+            except ClientError:
+                pass
+            try:
+                self._call(
+                    self._client.update_item, TableName=self._table, Key=pk,
+                    UpdateExpression="SET failures = :one, failures_expire_at = :until, code = :code, reason = :reason,"
+                    " open_until = if_not_exists(open_until, :zero), trips = if_not_exists(trips, :zero),"
+                    " expires_at = :gone",
+                    ConditionExpression="attribute_not_exists(pk) OR failures_expire_at <= :now",
+                    ExpressionAttributeValues={":one": _n(1), ":zero": _n(0), ":now": _n(now),
+                                               ":until": _n(now + window_seconds), **last},
+                )  # fmt: skip
+                return 1
+            except ClientError:
+                continue  # another process started the count meanwhile: count on
+        raise Unavailable("metadata store contended")
+
+    def open_breaker(self, key: str, until: float, code: str, reason: str) -> None:
+        self._call(
+            self._client.update_item, TableName=self._table, Key={"pk": _s(f"BREAKER#{key}"), "sk": _s(SINGLE)},
+            UpdateExpression="SET failures = :zero, failures_expire_at = if_not_exists(failures_expire_at, :zero),"
+            " open_until = :until, code = :code, reason = :reason, expires_at = :gone ADD trips :one",
+            ExpressionAttributeValues={":zero": _n(0), ":one": _n(1), ":until": _n(until), ":code": _s(code),
+                                       ":reason": _s(reason), ":gone": _n(until + BREAKER_RETENTION_SECONDS)},
+        )  # fmt: skip
+
+    def close_breaker(self, key: str) -> None:
+        self._call(self._client.delete_item, TableName=self._table, Key={"pk": _s(f"BREAKER#{key}"), "sk": _s(SINGLE)})
+
+    def increment_counter(self, key: str, expires_at: float) -> int:
+        now = self._clock()
+        pk = {"pk": _s(f"COUNTER#{key}"), "sk": _s(SINGLE)}
+        for _ in range(CONTENDED_ATTEMPTS):
+            try:
+                answer = self._call(
+                    self._client.update_item, TableName=self._table, Key=pk, ReturnValues="UPDATED_NEW",
+                    UpdateExpression="ADD #value :one", ConditionExpression="expires_at > :now",
+                    ExpressionAttributeNames={"#value": "value"},
+                    ExpressionAttributeValues={":one": _n(1), ":now": _n(now)},
+                )  # fmt: skip
+                return int(answer["Attributes"]["value"]["N"])
+            except ClientError:
+                pass
+            try:
+                self._call(
+                    self._client.put_item, TableName=self._table,
+                    Item={**pk, "value": _n(1), "expires_at": _n(expires_at)},
+                    ConditionExpression="attribute_not_exists(pk) OR expires_at <= :now",
+                    ExpressionAttributeValues={":now": _n(now)},
+                )  # fmt: skip
+                return 1
+            except ClientError:
+                continue
+        raise Unavailable("metadata store contended")
+
+    def get_counter(self, key: str) -> int:
+        item = self._get(f"COUNTER#{key}", SINGLE)
+        if item is None or float(item["expires_at"]["N"]) <= self._clock():  # TTL deletes late: always compare
+            return 0
+        return int(item["value"]["N"])
 
     def delete_rule(self, prefix: str) -> None:
         self._call(self._client.delete_item, TableName=self._table, Key={"pk": _s("RULES"), "sk": _s(f"RULE#{prefix}")})

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from core.errors import Unavailable
-from core.filling import DeadlinePassed, write_blob
+from core.filling import DeadlinePassed, SizeBound, write_blob
 from core.ports import BlobBody, BlobSource, BlobStore, FillJob, MetadataStore
 
 log = logging.getLogger(__name__)
@@ -64,9 +64,11 @@ class LeasedFiller:
         try:
             size: int | None = None
             with source() as upstream_blob:
+                SizeBound.of(job, upstream_blob.size)  # refused here, not after a hand-over
                 if upstream_blob.size is not None and upstream_blob.size <= self._sync_max_bytes:
                     with contextlib.suppress(DeadlinePassed):
-                        size = write_blob(upstream_blob, self._blobs.writer(job.digest), started + self._sync_seconds)
+                        writer = self._blobs.writer(job.digest)
+                        size = write_blob(upstream_blob, writer, started + self._sync_seconds, job)
             if size is None:  # too big or too slow; the upstream response is closed by now: the fill function
                 self._dispatcher.dispatch(job, owner)  # opens its own, under the lease it takes over
                 handed_over = True
@@ -82,7 +84,7 @@ class LeasedFiller:
 
     def _wait_for(self, job: FillJob, until: float) -> BlobBody:
         while True:
-            if self._metadata.get_blob(job.scope, job.digest) is not None:
+            if self._metadata.get_blob(job.scope, job.repository, job.digest) is not None:
                 located = self._blobs.locate(job.digest, head=False)
                 if located is not None:
                     return located

@@ -12,15 +12,14 @@ from core.ports import LocalBlob
 
 
 class FileBlobWriter:
-    def __init__(self, final_path: Path, temp_dir: Path, digest: Digest, temp_path: Path | None = None) -> None:
+    """Writes one temp file of its own (created exclusively, never opened for writing by anyone else), so the bytes
+    hashed on the way in are the bytes on disk; the file becomes the blob only if they match the digest."""
+
+    def __init__(self, final_path: Path, temp_dir: Path, digest: Digest) -> None:
         self._final_path = final_path
-        if temp_path is None:
-            fd, temp_name = tempfile.mkstemp(dir=temp_dir, prefix=f"{digest.encoded[:16]}.")
-            self.temp_path = Path(temp_name)
-            self._file = os.fdopen(fd, "wb")
-        else:  # a name other processes can find, for a writer that holds the fill lease
-            self.temp_path = temp_path
-            self._file = temp_path.open("wb")
+        fd, temp_name = tempfile.mkstemp(dir=temp_dir, prefix=f"{digest.encoded[:16]}.")
+        self.temp_path = Path(temp_name)
+        self._file = os.fdopen(fd, "wb")
         self._verifier = DigestVerifier(digest)
 
     @property
@@ -44,7 +43,11 @@ class FileBlobWriter:
         self._file.flush()
         self.verify()
         os.fsync(self._file.fileno())
+        on_disk = os.fstat(self._file.fileno()).st_size
         self._file.close()
+        if on_disk != self._verifier.size:  # cannot happen to a file only this writer writes; never store it
+            self.temp_path.unlink(missing_ok=True)
+            raise DigestMismatch(f"{on_disk} bytes on disk, {self._verifier.size} verified")
         self._final_path.parent.mkdir(parents=True, exist_ok=True)
         os.replace(self.temp_path, self._final_path)
         _fsync_dir(self._final_path.parent)
@@ -73,15 +76,12 @@ class FileBlobStore:
         except FileNotFoundError:
             return None
 
+    @property
+    def temp_dir(self) -> Path:
+        return self._temp_dir
+
     def writer(self, digest: Digest) -> FileBlobWriter:
         return FileBlobWriter(self.path(digest), self._temp_dir, digest)
-
-    def shared_writer(self, digest: Digest) -> FileBlobWriter:
-        """A writer whose temp file is `partial_path(digest)`, for the one process holding the fill lease."""
-        return FileBlobWriter(self.path(digest), self._temp_dir, digest, self.partial_path(digest))
-
-    def partial_path(self, digest: Digest) -> Path:
-        return self._temp_dir / f"partial-{digest.algorithm}-{digest.encoded}"
 
     def locate(self, digest: Digest, *, head: bool) -> LocalBlob | None:
         path = self.path(digest)

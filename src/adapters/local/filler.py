@@ -1,28 +1,38 @@
-"""One upstream download per missing blob, streamed to every waiting client while it is written to disk.
+"""One upstream download per missing blob and repository, streamed to every waiting client while it is written.
 
 The download runs in its own thread, so a client that disconnects neither stops it nor leaves a partial blob: the
-bytes go to a temp file that becomes the blob only once its digest is verified. Clients tail that temp file, and the
-last byte is held back until verification, so no client ever receives a complete body that did not verify.
+bytes go to a temp file of the download's own that becomes the blob only once its digest is verified. Clients tail
+that temp file, and the last byte of every response is held back until verification, so no client ever receives a
+complete body (or range) that did not verify.
 
-Several server processes share one data directory: a lease in the metadata store elects the one that downloads,
-and the others follow its temp file (a well-known name, with the expected size beside it) the same way.
+Several server processes share one data directory: a lease in the metadata store elects the one that downloads.
+It names its temp file and the expected size in a small pointer file, and the other processes follow the temp file
+the same way. A fill belongs to one repository of one rule (the FillJob's lease key): nobody else joins it.
+
+Every fill is bounded: by the size its manifest declared or the upstream announced, by the rule's maximum, by the
+free disk space, and by a deadline.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import logging
 import os
+import shutil
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from adapters.local.blob_store import FileBlobStore, FileBlobWriter
-from core.digest import Digest
 from core.errors import DigestMismatch, RegistryError, Unavailable
-from core.ports import BlobBody, BlobSource, FillJob, MetadataStore, StreamedBlob
+from core.filling import SizeBound
+from core.ports import BlobBody, BlobSource, FillJob, LocalBlob, MetadataStore, StreamedBlob
 
 log = logging.getLogger(__name__)
 
@@ -33,19 +43,37 @@ LEASE_SECONDS = 60.0  # another process takes over a fill whose holder stopped r
 RENEW_EVERY_SECONDS = 20.0
 FOLLOW_POLL_SECONDS = 0.02
 FOLLOW_START_SECONDS = 30.0  # how long a follower waits for the holder's upstream to answer
+# A fill may take this long plus a second per MiB (a floor of 1 MiB/s for the slowest upstream worth waiting for).
+FILL_BASE_SECONDS = 300.0
+FILL_SECONDS_PER_BYTE = 1.0 / (1 << 20)
+MIN_FREE_BYTES = 512 << 20  # a fill never takes the disk below this
+SPACE_CHECK_EVERY = 64 << 20
 
 
-def size_path(partial: Path) -> Path:
-    return partial.with_name(partial.name + ".size")
+def fill_deadline(size: int | None) -> float:
+    """When a fill of `size` bytes (unknown: the base only) must be done, on time.monotonic's clock."""
+    return time.monotonic() + FILL_BASE_SECONDS + (size or 0) * FILL_SECONDS_PER_BYTE
+
+
+@dataclass(frozen=True, slots=True)
+class _Pointer:
+    """What the holder of a fill lease tells other processes: its temp file, and the size it will have."""
+
+    temp_path: Path
+    size: int
 
 
 class _Fill:
     """The download this process runs, holding the fill lease."""
 
-    def __init__(self, digest: Digest, store: FileBlobStore, renew: Callable[[], bool]) -> None:
-        self.digest = digest
+    def __init__(
+        self, job: FillJob, store: FileBlobStore, pointer: Path, renew: Callable[[], bool], min_free_bytes: int
+    ) -> None:
+        self.job = job
         self._store = store
+        self._pointer = pointer
         self._renew = renew
+        self._min_free_bytes = min_free_bytes
         self._changed = threading.Condition()
         self.size: int | None = None
         self.writer: FileBlobWriter | None = None
@@ -59,44 +87,61 @@ class _Fill:
     def run(self, source: BlobSource, on_commit: Callable[[int], None], on_done: Callable[[], None]) -> None:
         try:
             with source() as upstream_blob:
-                writer = self._store.shared_writer(self.digest)
-                sizes = size_path(writer.temp_path)
-                if upstream_blob.size is not None:  # followers in other processes learn the size from here
-                    sizes.with_suffix(".tmp").write_text(str(upstream_blob.size))
-                    sizes.with_suffix(".tmp").replace(sizes)
-                self._update(size=upstream_blob.size, writer=writer)
-                renewed = time.monotonic()
+                bound = SizeBound.of(self.job, upstream_blob.size)
+                self._check_space(upstream_blob.size or 0)
+                writer = self._store.writer(self.job.digest)
                 try:
-                    for chunk in upstream_blob.chunks:
-                        writer.write(chunk)
-                        if writer.written - self.written >= ANNOUNCE_EVERY:
-                            self._announce(writer)
-                        # on every chunk, however slowly they come: a lapsed lease lets another process start over
-                        if time.monotonic() - renewed > RENEW_EVERY_SECONDS:
-                            if not self._renew():
-                                raise Unavailable(f"the download of {self.digest} lost its lease; retry")
-                            renewed = time.monotonic()
-                    self._announce(writer)
-                    if upstream_blob.size is not None and writer.written != upstream_blob.size:
-                        raise DigestMismatch(f"upstream sent {writer.written} of {upstream_blob.size} bytes")
-                    writer.verify()
-                    # Readers may finish now; making the blob durable (fsync, rename) does not hold them up.
-                    self._update(verified=True)
-                    size = writer.commit()
+                    if upstream_blob.size is not None:  # followers in other processes learn of the fill here
+                        _publish(self._pointer, _Pointer(writer.temp_path, upstream_blob.size))
+                    self._update(size=upstream_blob.size, writer=writer)
+                    size = self._copy(upstream_blob.chunks, writer, bound, upstream_blob.size)
                 except BaseException:
                     writer.abort()
                     raise
                 finally:
-                    sizes.unlink(missing_ok=True)
+                    _withdraw(self._pointer, writer.temp_path)
             on_commit(size)
             self._update(committed=True)
         except RegistryError as exc:
             self._fail(exc)
         except Exception as exc:  # the upstream adapter translates its errors; anything else is a bug, logged
-            log.exception("filling %s failed", self.digest)
-            self._fail(Unavailable(f"filling {self.digest} failed: {type(exc).__name__}"))
+            log.exception("filling %s failed", self.job.digest)
+            self._fail(Unavailable(f"filling {self.job.digest} failed: {type(exc).__name__}"))
         finally:
             on_done()
+
+    def _copy(self, chunks: Iterator[bytes], writer: FileBlobWriter, bound: SizeBound, size: int | None) -> int:
+        deadline = fill_deadline(size)
+        renewed = time.monotonic()
+        space_checked = 0
+        for chunk in chunks:
+            bound.check(writer.written + len(chunk))
+            writer.write(chunk)
+            if writer.written - self.written >= ANNOUNCE_EVERY:
+                self._announce(writer)
+            now = time.monotonic()
+            # on every chunk, however slowly they come: a lapsed lease lets another process start over
+            if now - renewed > RENEW_EVERY_SECONDS:
+                if not self._renew():
+                    raise Unavailable(f"the download of {self.job.digest} lost its lease; retry")
+                renewed = now
+            if now > deadline:
+                raise Unavailable(f"the download of {self.job.digest} did not finish in time")
+            if size is None and writer.written - space_checked >= SPACE_CHECK_EVERY:
+                self._check_space(0)
+                space_checked = writer.written
+        self._announce(writer)
+        if size is not None and writer.written != size:
+            raise DigestMismatch(f"upstream sent {writer.written} of {size} bytes")
+        writer.verify()
+        # Readers may finish now; making the blob durable (fsync, rename) does not hold them up.
+        self._update(verified=True)
+        return writer.commit()
+
+    def _check_space(self, needed: int) -> None:
+        free = shutil.disk_usage(self._store.temp_dir).free
+        if free - needed < self._min_free_bytes:
+            raise Unavailable(f"not enough free disk space for {self.job.digest} ({needed} bytes, {free} free)")
 
     def _announce(self, writer: FileBlobWriter) -> None:
         writer.flush()
@@ -110,7 +155,7 @@ class _Fill:
 
     def _fail(self, error: RegistryError) -> None:
         if self.writer is not None:
-            log.warning("fill of %s failed after %d bytes: %s", self.digest, self.written, error.message)
+            log.warning("fill of %s failed after %d bytes: %s", self.job.digest, self.written, error.message)
         self._update(error=error)
 
     # -- clients --------------------------------------------------------------------------------------------------
@@ -131,12 +176,12 @@ class _Fill:
                 raise self.error
 
     def chunks(self, offset: int, length: int) -> Iterator[bytes]:
-        assert self.writer is not None and self.size is not None
+        assert self.writer is not None
         end = offset + length
         # Opened while the fill runs or once it is renamed into place: an open file survives both.
-        file = _open_first(self.writer.temp_path, self._store.path(self.digest))
+        file = _open_first(self.writer.temp_path, self._store.path(self.job.digest))
         if file is None:  # neither: the fill failed and removed its temp file
-            raise self.error or Unavailable(f"fill of {self.digest} vanished")
+            raise self.error or Unavailable(f"fill of {self.job.digest} vanished")
         with file:
             file.seek(offset)
             position = offset
@@ -151,45 +196,148 @@ class _Fill:
             while True:
                 if self.error is not None:
                     raise self.error
-                # Hold back the final byte until the digest is verified.
-                limit = end if self.verified else min(self.written, end, self.size - 1)  # type: ignore[operator]
+                # The last byte of what this client asked for waits until the whole blob is verified.
+                limit = end if self.verified else min(self.written, end - 1)
                 if limit > position:
                     return limit
                 if not self._changed.wait(STALL_TIMEOUT_SECONDS):
-                    raise Unavailable(f"download of {self.digest} stalled")
+                    raise Unavailable(f"download of {self.job.digest} stalled")
 
 
 class _Follower:
-    """A fill another process runs: read its temp file as it grows; the last byte once the blob is in place."""
+    """A fill another process runs: read its temp file as it grows; the last byte of the response once the blob is
+    verified and recorded for this repository (the same file, renamed into place)."""
 
-    def __init__(self, store: FileBlobStore, digest: Digest, size: int) -> None:
+    def __init__(
+        self, store: FileBlobStore, job: FillJob, pointer_path: Path, pointer: _Pointer, committed: Callable[[], bool]
+    ) -> None:
         self._store = store
-        self._digest = digest
-        self._size = size
+        self._job = job
+        self._pointer_path = pointer_path
+        self._pointer = pointer
+        self._committed = committed
 
     def chunks(self, offset: int, length: int) -> Iterator[bytes]:
-        partial, final = self._store.partial_path(self._digest), self._store.path(self._digest)
         end = offset + length
-        file = _open_first(partial, final)
-        if file is None:
-            raise Unavailable(f"the download of {self._digest} failed in another server process")
+        try:
+            file = self._pointer.temp_path.open("rb")
+        except FileNotFoundError:
+            file = None
+        if file is None:  # finished (renamed) or failed before this follower opened it
+            if not self._committed():
+                raise Unavailable(f"the download of {self._job.digest} failed in another server process")
+            yield from _read_range(self._store.path(self._job.digest), offset, length)
+            return
         with file:
             file.seek(offset)
-            position, progressed = offset, time.monotonic()
+            position, progressed, done = offset, time.monotonic(), False
             while position < end:
-                done = final.exists()
-                limit = end if done else min(os.fstat(file.fileno()).st_size, end, self._size - 1)
+                limit = end if done else min(os.fstat(file.fileno()).st_size, end - 1)
                 if limit > position:
                     data = file.read(min(READ_CHUNK, limit - position))
                     position += len(data)
                     progressed = time.monotonic()
                     yield data
-                elif not done and not partial.exists():
-                    raise Unavailable(f"the download of {self._digest} failed in another server process")
+                elif not done and self._committed():
+                    done = True
+                elif not done and _read_pointer(self._pointer_path) != self._pointer:
+                    raise Unavailable(f"the download of {self._job.digest} failed in another server process")
                 elif time.monotonic() - progressed > STALL_TIMEOUT_SECONDS:
-                    raise Unavailable(f"download of {self._digest} stalled")
+                    raise Unavailable(f"download of {self._job.digest} stalled")
                 else:
                     time.sleep(FOLLOW_POLL_SECONDS)
+
+
+class TeeFiller:
+    def __init__(self, store: FileBlobStore, metadata: MetadataStore, *, min_free_bytes: int = MIN_FREE_BYTES) -> None:
+        self._store = store
+        self._metadata = metadata
+        self._min_free_bytes = min_free_bytes
+        self._fills: dict[str, _Fill] = {}
+        self._lock = threading.Lock()
+
+    def fill(self, job: FillJob, source: BlobSource, on_commit: Callable[[int], None]) -> BlobBody:
+        deadline = time.monotonic() + FOLLOW_START_SECONDS
+        pointer_path = self._pointer_path(job)
+        while True:
+            with self._lock:
+                fill = self._fills.get(job.lease_key)
+                if fill is not None and fill.error is not None:  # failed, and about to let go of the lease
+                    fill = None
+                elif fill is None:
+                    owner = f"{os.getpid()}-{uuid.uuid4().hex}"
+                    if self._metadata.acquire_lease(job.lease_key, owner, LEASE_SECONDS):
+                        landed = self._landed(job)
+                        if landed is not None:  # the holder before us finished since the caller looked
+                            self._metadata.release_lease(job.lease_key, owner)
+                            return landed
+                        fill = self._start(job, owner, pointer_path, source, on_commit)
+            if fill is not None:
+                return self._serve(fill)
+            pointer = _read_pointer(pointer_path)
+            if pointer is not None:
+                follower = _Follower(self._store, job, pointer_path, pointer, lambda: self._landed(job) is not None)
+                return StreamedBlob(pointer.size, follower.chunks)
+            if time.monotonic() > deadline:
+                raise Unavailable(f"{job.digest} is being downloaded by another server process; retry", retry_after=2)
+            time.sleep(FOLLOW_POLL_SECONDS)
+
+    def _landed(self, job: FillJob) -> LocalBlob | None:
+        """The blob, if a fill of this job already stored and recorded it."""
+        size = self._metadata.get_blob(job.scope, job.repository, job.digest)
+        stored = self._store.locate(job.digest, head=False) if size is not None else None
+        return stored if stored is not None and stored.size == size else None
+
+    def _pointer_path(self, job: FillJob) -> Path:
+        return self._store.temp_dir / f"fill-{hashlib.sha256(job.lease_key.encode()).hexdigest()[:40]}.json"
+
+    def _start(
+        self, job: FillJob, owner: str, pointer: Path, source: BlobSource, on_commit: Callable[[int], None]
+    ) -> _Fill:
+        def renew() -> bool:
+            return self._metadata.acquire_lease(job.lease_key, owner, LEASE_SECONDS)
+
+        fill = self._fills[job.lease_key] = _Fill(job, self._store, pointer, renew, self._min_free_bytes)
+
+        def done() -> None:
+            self._metadata.release_lease(job.lease_key, owner)
+            with self._lock:
+                if self._fills.get(job.lease_key) is fill:
+                    del self._fills[job.lease_key]
+
+        threading.Thread(target=fill.run, args=(source, on_commit, done), daemon=True).start()
+        return fill
+
+    def _serve(self, fill: _Fill) -> BlobBody:
+        fill.wait_started()
+        if fill.size is None:  # no Content-Length from the upstream: serve once complete
+            fill.wait_committed()
+            stored = self._store.locate(fill.job.digest, head=False)
+            assert stored is not None
+            return stored
+        return StreamedBlob(fill.size, fill.chunks, fill.wait_committed)
+
+
+def _publish(path: Path, pointer: _Pointer) -> None:
+    staging = path.with_name(f"{path.name}.{uuid.uuid4().hex}")
+    staging.write_text(json.dumps({"temp": pointer.temp_path.name, "size": pointer.size}))
+    staging.replace(path)
+
+
+def _read_pointer(path: Path) -> _Pointer | None:
+    try:
+        document = json.loads(path.read_text())
+        return _Pointer(path.parent / str(document["temp"]), int(document["size"]))
+    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        return None  # not there yet, gone, or being replaced
+
+
+def _withdraw(path: Path, temp_path: Path) -> None:
+    """Remove the pointer if it still names this fill's temp file (a fill that took over wrote its own)."""
+    pointer = _read_pointer(path)
+    if pointer is not None and pointer.temp_path == temp_path:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
 
 
 def _open_first(*paths: Path) -> BinaryIO | None:
@@ -201,59 +349,12 @@ def _open_first(*paths: Path) -> BinaryIO | None:
     return None
 
 
-class TeeFiller:
-    def __init__(self, store: FileBlobStore, metadata: MetadataStore) -> None:
-        self._store = store
-        self._metadata = metadata
-        self._fills: dict[Digest, _Fill] = {}
-        self._lock = threading.Lock()
-
-    def fill(self, job: FillJob, source: BlobSource, on_commit: Callable[[int], None]) -> BlobBody:
-        deadline = time.monotonic() + FOLLOW_START_SECONDS
-        while True:
-            with self._lock:
-                fill = self._fills.get(job.digest)
-                if fill is not None and fill.error is not None:  # failed, and about to let go of the lease
-                    fill = None
-                elif fill is None:
-                    stored = self._store.locate(job.digest, head=False)
-                    if stored is not None:  # a fill finished since the caller looked
-                        on_commit(stored.size)
-                        return stored
-                    owner = f"{os.getpid()}-{uuid.uuid4().hex}"
-                    if self._metadata.acquire_lease(job.lease_key, owner, LEASE_SECONDS):
-                        fill = self._start(job, owner, source, on_commit)
-            if fill is not None:
-                return self._serve(fill)
-            try:
-                size = int(size_path(self._store.partial_path(job.digest)).read_text())
-                return StreamedBlob(size, _Follower(self._store, job.digest, size).chunks)
-            except (FileNotFoundError, ValueError):
-                pass  # the other process has not heard from the upstream yet
-            if time.monotonic() > deadline:
-                raise Unavailable(f"{job.digest} is being downloaded by another server process; retry", retry_after=2)
-            time.sleep(FOLLOW_POLL_SECONDS)
-
-    def _start(self, job: FillJob, owner: str, source: BlobSource, on_commit: Callable[[int], None]) -> _Fill:
-        def renew() -> bool:
-            return self._metadata.acquire_lease(job.lease_key, owner, LEASE_SECONDS)
-
-        fill = self._fills[job.digest] = _Fill(job.digest, self._store, renew)
-
-        def done() -> None:
-            self._metadata.release_lease(job.lease_key, owner)
-            with self._lock:
-                if self._fills.get(job.digest) is fill:
-                    del self._fills[job.digest]
-
-        threading.Thread(target=fill.run, args=(source, on_commit, done), daemon=True).start()
-        return fill
-
-    def _serve(self, fill: _Fill) -> BlobBody:
-        fill.wait_started()
-        if fill.size is None:  # no Content-Length from the upstream: serve once complete
-            fill.wait_committed()
-            stored = self._store.locate(fill.digest, head=False)
-            assert stored is not None
-            return stored
-        return StreamedBlob(fill.size, fill.chunks, fill.wait_committed)
+def _read_range(path: Path, offset: int, length: int) -> Iterator[bytes]:
+    with path.open("rb") as file:
+        file.seek(offset)
+        while length > 0:
+            data = file.read(min(READ_CHUNK, length))
+            if not data:
+                raise Unavailable(f"{path.name} is shorter than expected")
+            length -= len(data)
+            yield data

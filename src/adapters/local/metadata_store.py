@@ -11,7 +11,7 @@ from pathlib import Path
 
 from core.auth import PullKey
 from core.digest import Digest
-from core.ports import Backoff, ManifestRecord, TagRecord
+from core.ports import BreakerState, ManifestRecord, TagRecord
 from core.rules import Rule
 
 _SCHEMA = """
@@ -23,22 +23,39 @@ CREATE TABLE IF NOT EXISTS tags (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS tags_by_pull ON tags (scope, pulled_at);  -- a refresh run's recently pulled tags
 CREATE TABLE IF NOT EXISTS manifests (
-    scope TEXT NOT NULL, digest TEXT NOT NULL, repository TEXT NOT NULL,
+    scope TEXT NOT NULL, repository TEXT NOT NULL, digest TEXT NOT NULL,
     media_type TEXT NOT NULL, size INTEGER NOT NULL,
-    PRIMARY KEY (scope, digest)
+    PRIMARY KEY (scope, repository, digest)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS blobs (
-    scope TEXT NOT NULL, digest TEXT NOT NULL, size INTEGER NOT NULL,
-    PRIMARY KEY (scope, digest)
+    scope TEXT NOT NULL, repository TEXT NOT NULL, digest TEXT NOT NULL, size INTEGER NOT NULL,
+    PRIMARY KEY (scope, repository, digest)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS leases (
     key TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at REAL NOT NULL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rules (prefix TEXT PRIMARY KEY, document TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS pull_keys (name TEXT PRIMARY KEY, document TEXT NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS backoffs (
-    key TEXT PRIMARY KEY, until REAL NOT NULL, code TEXT NOT NULL, reason TEXT NOT NULL
+CREATE TABLE IF NOT EXISTS breakers (
+    key TEXT PRIMARY KEY, failures INTEGER NOT NULL, failures_expire_at REAL NOT NULL, open_until REAL NOT NULL,
+    trips INTEGER NOT NULL, code TEXT NOT NULL, reason TEXT NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY, value INTEGER NOT NULL, expires_at REAL NOT NULL)
+    WITHOUT ROWID;
+"""
+SCHEMA_VERSION = 1
+
+# Version 0 kept manifests and blobs per rule only (any repository of a rule saw them). Manifests knew the
+# repository that fetched them, and keep it; blob records are dropped: the bytes stay, and each repository
+# links a blob again after one upstream HEAD confirms it.
+_MIGRATE_FROM_0 = """
+ALTER TABLE manifests RENAME TO manifests_v0;
+DROP TABLE blobs;
+DROP TABLE IF EXISTS backoffs;
+"""
+_COPY_FROM_0 = """
+INSERT OR IGNORE INTO manifests SELECT scope, repository, digest, media_type, size FROM manifests_v0;
+DROP TABLE manifests_v0;
 """
 
 
@@ -47,7 +64,33 @@ class SqliteMetadataStore:
         self._path = path
         self._clock = clock
         self._local = threading.local()
-        self._db.executescript(_SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring the schema to SCHEMA_VERSION, once, whichever of several starting processes comes first."""
+        db = self._db
+        if db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+            return
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            old_tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if version == 0 and "blobs" in old_tables:
+                for statement in _MIGRATE_FROM_0.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            if version == 0 and "blobs" in old_tables:
+                for statement in _COPY_FROM_0.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self._path, timeout=30, isolation_level=None, check_same_thread=False)
@@ -108,24 +151,27 @@ class SqliteMetadataStore:
 
     # -- content --------------------------------------------------------------------------------------------------
 
-    def get_manifest(self, scope: str, digest: Digest) -> ManifestRecord | None:
+    def get_manifest(self, scope: str, repository: str, digest: Digest) -> ManifestRecord | None:
         row = self._db.execute(
-            "SELECT media_type, size FROM manifests WHERE scope = ? AND digest = ?", (scope, str(digest))
+            "SELECT media_type, size FROM manifests WHERE scope = ? AND repository = ? AND digest = ?",
+            (scope, repository, str(digest)),
         ).fetchone()
         return None if row is None else ManifestRecord(digest, row[0], row[1])
 
     def put_manifest(self, scope: str, repository: str, record: ManifestRecord) -> None:
         self._db.execute(
             "INSERT OR REPLACE INTO manifests VALUES (?, ?, ?, ?, ?)",
-            (scope, str(record.digest), repository, record.media_type, record.size),
+            (scope, repository, str(record.digest), record.media_type, record.size),
         )
 
-    def get_blob(self, scope: str, digest: Digest) -> int | None:
-        row = self._db.execute("SELECT size FROM blobs WHERE scope = ? AND digest = ?", (scope, str(digest))).fetchone()
+    def get_blob(self, scope: str, repository: str, digest: Digest) -> int | None:
+        row = self._db.execute(
+            "SELECT size FROM blobs WHERE scope = ? AND repository = ? AND digest = ?", (scope, repository, str(digest))
+        ).fetchone()
         return None if row is None else int(row[0])
 
-    def put_blob(self, scope: str, digest: Digest, size: int) -> None:
-        self._db.execute("INSERT OR REPLACE INTO blobs VALUES (?, ?, ?)", (scope, str(digest), size))
+    def put_blob(self, scope: str, repository: str, digest: Digest, size: int) -> None:
+        self._db.execute("INSERT OR REPLACE INTO blobs VALUES (?, ?, ?, ?)", (scope, repository, str(digest), size))
 
     # -- leases ------------------------------------------------------------------------------------------------------
 
@@ -164,18 +210,54 @@ class SqliteMetadataStore:
     def put_rule(self, rule: Rule) -> None:
         self._db.execute("INSERT OR REPLACE INTO rules VALUES (?, ?)", (rule.prefix, json.dumps(rule.to_dict())))
 
-    # -- upstream back-off -------------------------------------------------------------------------------------------
+    # -- upstream breakers and counters ------------------------------------------------------------------------------
 
-    def get_backoff(self, key: str) -> Backoff | None:
-        row = self._db.execute("SELECT until, code, reason FROM backoffs WHERE key = ?", (key,)).fetchone()
-        if row is None or row[0] <= self._clock():
+    def get_breaker(self, key: str) -> BreakerState | None:
+        row = self._db.execute(
+            "SELECT failures, failures_expire_at, open_until, trips, code, reason FROM breakers WHERE key = ?", (key,)
+        ).fetchone()
+        if row is None:
             return None
-        return Backoff(row[0] - self._clock(), row[1], row[2])
+        failures, failures_expire_at, open_until, trips, code, reason = row
+        return BreakerState(failures if failures_expire_at > self._clock() else 0, open_until, trips, code, reason)
 
-    def put_backoff(self, key: str, seconds: float, code: str, reason: str) -> None:
+    def count_breaker_failure(self, key: str, code: str, reason: str, window_seconds: float) -> int:
+        now = self._clock()
+        row = self._db.execute(
+            "INSERT INTO breakers VALUES (?, 1, ?, 0, 0, ?, ?) ON CONFLICT (key) DO UPDATE SET"
+            " failures = CASE WHEN failures_expire_at > ? THEN failures + 1 ELSE 1 END,"
+            " failures_expire_at = CASE WHEN failures_expire_at > ? THEN failures_expire_at ELSE ? END,"
+            " code = excluded.code, reason = excluded.reason RETURNING failures",
+            (key, now + window_seconds, code, reason, now, now, now + window_seconds),
+        ).fetchone()
+        return int(row[0])
+
+    def open_breaker(self, key: str, until: float, code: str, reason: str) -> None:
         self._db.execute(
-            "INSERT OR REPLACE INTO backoffs VALUES (?, ?, ?, ?)", (key, self._clock() + seconds, code, reason)
+            "INSERT INTO breakers VALUES (?, 0, 0, ?, 1, ?, ?) ON CONFLICT (key) DO UPDATE SET failures = 0,"
+            " open_until = excluded.open_until, trips = trips + 1, code = excluded.code, reason = excluded.reason",
+            (key, until, code, reason),
         )
+
+    def close_breaker(self, key: str) -> None:
+        self._db.execute("DELETE FROM breakers WHERE key = ?", (key,))
+
+    def increment_counter(self, key: str, expires_at: float) -> int:
+        now = self._clock()
+        row = self._db.execute(
+            "INSERT INTO counters VALUES (?, 1, ?) ON CONFLICT (key) DO UPDATE SET"
+            " value = CASE WHEN expires_at > ? THEN value + 1 ELSE 1 END,"
+            " expires_at = CASE WHEN expires_at > ? THEN expires_at ELSE excluded.expires_at END RETURNING value",
+            (key, expires_at, now, now),
+        ).fetchone()
+        value = int(row[0])
+        if value == 1:  # a new counter: a good moment to drop the expired ones
+            self._db.execute("DELETE FROM counters WHERE expires_at <= ?", (now,))
+        return value
+
+    def get_counter(self, key: str) -> int:
+        row = self._db.execute("SELECT value, expires_at FROM counters WHERE key = ?", (key,)).fetchone()
+        return int(row[0]) if row is not None and row[1] > self._clock() else 0
 
     def delete_rule(self, prefix: str) -> None:
         self._db.execute("DELETE FROM rules WHERE prefix = ?", (prefix,))

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import httpcore
 import httpx
 
+from adapters.upstream.deadlines import DeadlineStream
 from core.errors import Denied
 
 ALLOW_PRIVATE_ENV = "PULLTHROUGH_ALLOW_PRIVATE_UPSTREAMS"
@@ -103,7 +104,8 @@ class _CheckedBackend(httpcore.NetworkBackend):
         failure: httpcore.ConnectError | None = None
         for address in addresses:
             try:
-                return self._sockets.connect_tcp(str(address), port, timeout, local_address, socket_options)
+                stream = self._sockets.connect_tcp(str(address), port, timeout, local_address, socket_options)
+                return DeadlineStream(stream)
             except httpcore.ConnectError as exc:
                 failure = exc
         raise failure or httpcore.ConnectError(f"no address for {host}")

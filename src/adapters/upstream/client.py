@@ -27,6 +27,7 @@ from adapters.upstream.auth import (
     parse_challenge,
 )
 from adapters.upstream.credentials import Credentials, resolve_credentials
+from adapters.upstream.deadlines import within
 from core.digest import Digest
 from core.errors import (
     BlobUnknown,
@@ -51,6 +52,17 @@ RATE_LIMIT_HEADERS = ("ratelimit-remaining", "ratelimit-limit")
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024  # the spec's "at least 4 MB"; containerd refuses more than that, too
 DEFAULT_RETRY_AFTER_SECONDS = 60
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
+# What says the upstream as a whole is struggling, rather than that one request went wrong.
+_UPSTREAM_DOWN = frozenset({502, 503, 504})
+# Fast failures (a refused or reset connection, 502/503/504) are tried again after these pauses: clients do not
+# retry a 503 themselves, and one bad answer among many good ones should cost nobody a pull. A timeout is not
+# retried: it has taken long enough.
+RETRY_PAUSES = (0.1, 0.3, 0.8)
+MAX_RETRY_AFTER_WAIT = 2.0  # a 503's Retry-After up to this is waited out; a longer one goes to the breaker
+# A blob download cut short is resumed with a Range request from the last byte received, this many times.
+MAX_RESUMES = 3
+# A body that brings fewer bytes than this per `timeout_seconds` has stalled (a drip-feed never times out a read).
+MIN_PROGRESS_BYTES = 64 << 10
 
 
 def default_http_client(addresses: AddressPolicy, timeout_seconds: float = 30.0) -> httpx.Client:
@@ -64,6 +76,10 @@ def default_http_client(addresses: AddressPolicy, timeout_seconds: float = 30.0)
     )
 
 
+class _Stalled(Exception):
+    pass
+
+
 class RegistryClient:
     def __init__(
         self,
@@ -71,6 +87,7 @@ class RegistryClient:
         http: httpx.Client,
         addresses: AddressPolicy | None = None,
         credentials: Callable[[], Credentials | None] = lambda: None,
+        timeout_seconds: float = 30.0,
     ) -> None:
         self._base = rule.upstream_base
         self._home_host = urlsplit(self._base).netloc
@@ -79,6 +96,7 @@ class RegistryClient:
         self._http = http
         self._tokens = TokenCache()  # per rule: a token got with one rule's credentials is never another's
         self._challenges: dict[str, Challenge] = {}  # per host, so later requests authenticate up front
+        self._timeout = timeout_seconds  # for an answer's headers, and the window a body must progress in
 
     # -- the Upstream port ----------------------------------------------------------------------------------------
 
@@ -90,7 +108,7 @@ class RegistryClient:
             return UpstreamHead(
                 digest=_parse_digest_header(digest),
                 media_type=response.headers.get("content-type"),
-                size=int(length) if length and length.isdigit() else None,
+                size=_number(length),
                 rate_limit=_rate_limit(response.headers),
             )
 
@@ -107,15 +125,56 @@ class RegistryClient:
     def head_blob(self, repository: str, digest: Digest) -> int | None:
         with self._send("HEAD", repository, f"blobs/{digest}") as response:
             self._raise_for_status(response, BlobUnknown)
-            length = response.headers.get("content-length")
-            return int(length) if length and length.isdigit() else None
+            return _number(response.headers.get("content-length"))
 
     @contextmanager
     def open_blob(self, repository: str, digest: Digest) -> Iterator[UpstreamBlob]:
-        with self._send("GET", repository, f"blobs/{digest}") as response:
-            self._raise_for_status(response, BlobUnknown)
-            length = response.headers.get("content-length")
-            yield UpstreamBlob(int(length) if length and length.isdigit() else None, _guarded(response))
+        current = [self._open("GET", repository, f"blobs/{digest}", {})]  # replaced by each resumed request
+        try:
+            self._raise_for_status(current[0], BlobUnknown)
+            size = _content_length(current[0])
+            yield UpstreamBlob(size, self._resumed(current, repository, digest, size))
+        finally:
+            current[-1].close()
+
+    def _resumed(
+        self, current: list[httpx.Response], repository: str, digest: Digest, size: int | None
+    ) -> Iterator[bytes]:
+        """The blob's bytes; a download cut short or stalled goes on from the last byte received (the digest is
+        verified over the whole, by the writer)."""
+        received, skip, resumes = 0, 0, 0
+        while True:
+            try:
+                for chunk in self._body(current[-1]):
+                    if skip:  # an upstream that ignored the Range sends it all again
+                        dropped = min(skip, len(chunk))
+                        chunk, skip = chunk[dropped:], skip - dropped
+                    received += len(chunk)
+                    if chunk:
+                        yield chunk
+                if size is None or received >= size:
+                    return
+                failure = Unavailable(f"upstream ended {digest} after {received} of {size} bytes")
+            except (_Stalled, httpx.TimeoutException):
+                failure = Unavailable(f"upstream download of {digest} stalled", whole_upstream=True)
+            except httpx.TransportError as exc:
+                failure = Unavailable(f"upstream download of {digest} broke off: {type(exc).__name__}")
+            if size is None or resumes == MAX_RESUMES:
+                raise failure
+            resumes += 1
+            log.info("resuming %s at byte %d of %d (%s)", digest, received, size, failure.message)
+            current[-1].close()
+            current.append(self._open("GET", repository, f"blobs/{digest}", {"Range": f"bytes={received}-"}))
+            skip = self._resume_offset(current[-1], received, size)
+
+    def _resume_offset(self, response: httpx.Response, received: int, size: int) -> int:
+        """How many bytes of the resumed answer to drop: none for a 206 from `received`, all before it for a 200."""
+        if response.status_code == 200:
+            return received
+        self._raise_for_status(response, BlobUnknown)
+        if not response.headers.get("content-range", "").startswith(f"bytes {received}-"):
+            raise Unavailable(f"upstream resumed at the wrong place: {response.headers.get('content-range')!r}")
+        return 0
 
     def list_tags(self, repository: str, n: int | None, last: str | None) -> TagPage:
         query = {key: value for key, value in (("n", n), ("last", last)) if value is not None}
@@ -139,27 +198,50 @@ class RegistryClient:
     def _send(
         self, method: str, repository: str, path: str, headers: dict[str, str] | None = None
     ) -> Iterator[httpx.Response]:
-        scope = f"repository:{repository}:pull"
-        url = f"{self._base}/v2/{repository}/{path}"
-        response = None
+        response = self._open(method, repository, path, headers or {})
         try:
-            for _ in range(MAX_REDIRECTS + 1):
-                response = self._authorized_request(method, url, headers or {}, scope)
-                if response.status_code not in _REDIRECTS or "location" not in response.headers:
-                    break
-                response.close()
-                url = urljoin(url, response.headers["location"])
-            else:
-                raise Unavailable("upstream redirected too many times")
-            self._watch_rate_limit(response)
             yield response
-        except httpx.TimeoutException as exc:
-            raise Unavailable(f"upstream {self._home_host} timed out") from exc
-        except httpx.HTTPError as exc:
-            raise Unavailable(f"upstream {self._home_host} unreachable: {type(exc).__name__}") from exc
         finally:
-            if response is not None:
-                response.close()
+            response.close()
+
+    def _open(self, method: str, repository: str, path: str, headers: dict[str, str]) -> httpx.Response:
+        """The upstream's answer (headers read, body not), after redirects, authentication and retries of fast
+        failures; Unavailable when there is none to give."""
+        for pause in (*RETRY_PAUSES, None):
+            try:
+                response = self._follow(method, f"{self._base}/v2/{repository}/{path}", headers, repository)
+            except httpx.PoolTimeout as exc:  # this process has too many requests open: not the upstream's fault
+                raise Unavailable(f"too many requests to {self._home_host} at once") from exc
+            except httpx.TimeoutException as exc:
+                raise Unavailable(f"upstream {self._home_host} timed out", whole_upstream=True) from exc
+            except httpx.TransportError as exc:  # refused, reset, closed early
+                if pause is None:
+                    raise Unavailable(
+                        f"upstream {self._home_host} unreachable: {type(exc).__name__}", whole_upstream=True
+                    ) from exc
+                time.sleep(pause)
+                continue
+            except httpx.HTTPError as exc:
+                raise Unavailable(f"upstream {self._home_host} failed: {type(exc).__name__}") from exc
+            if response.status_code not in _UPSTREAM_DOWN or pause is None:
+                self._watch_rate_limit(response)
+                return response
+            asked = _retry_after(response, default=0)
+            if asked > MAX_RETRY_AFTER_WAIT:
+                return response  # the breaker honours it
+            response.close()
+            time.sleep(max(pause, asked))
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _follow(self, method: str, url: str, headers: dict[str, str], repository: str) -> httpx.Response:
+        scope = f"repository:{repository}:pull"
+        for _ in range(MAX_REDIRECTS + 1):
+            response = self._authorized_request(method, url, headers, scope)
+            if response.status_code not in _REDIRECTS or "location" not in response.headers:
+                return response
+            response.close()
+            url = urljoin(url, response.headers["location"])
+        raise Unavailable("upstream redirected too many times")
 
     def _watch_rate_limit(self, response: httpx.Response) -> None:
         """Warn before the upstream's pull allowance runs out."""
@@ -187,7 +269,8 @@ class RegistryClient:
         if authorization:
             request_headers["Authorization"] = authorization
         request = self._http.build_request(method, url, headers=request_headers)
-        return self._http.send(request, stream=True)
+        with within(self._timeout):  # the answer's headers, however slowly they drip
+            return self._http.send(request, stream=True)
 
     def _authorization(self, host: str, scope: str, *, fetch: bool) -> str | None:
         challenge = self._challenges.get(host)
@@ -219,7 +302,8 @@ class RegistryClient:
         credentials = self._credentials() if send_credentials else None
         if credentials:
             headers["Authorization"] = basic_authorization(credentials.username, credentials.password)
-        response = self._http.get(realm, params=params, headers=headers)
+        with within(self._timeout):
+            response = self._http.get(realm, params=params, headers=headers)
         if response.status_code in (401, 403):
             raise Denied("the upstream refused the credentials of this cache rule")
         if response.status_code == 429:
@@ -244,26 +328,49 @@ class RegistryClient:
             raise TooManyRequests("upstream is throttling requests", retry_after=_retry_after(response))
         if status == 400 and not_found is ManifestUnknown:
             raise ManifestInvalid("upstream rejected the manifest reference")
-        raise Unavailable(f"upstream answered {status}")
+        if status in _UPSTREAM_DOWN:
+            raise Unavailable(
+                f"upstream answered {status}", retry_after=_retry_after(response, default=10), whole_upstream=True
+            )
+        raise Unavailable(f"upstream answered {status}")  # a 500 for one name says nothing of the others
 
-    @staticmethod
-    def _read_limited(response: httpx.Response, limit: int) -> bytes:
+    def _read_limited(self, response: httpx.Response, limit: int) -> bytes:
         chunks, total = [], 0
-        for chunk in response.iter_bytes():
-            total += len(chunk)
-            if total > limit:
-                raise ManifestInvalid(f"upstream response exceeds {limit} bytes")
-            chunks.append(chunk)
+        try:
+            for chunk in self._body(response):
+                total += len(chunk)
+                if total > limit:
+                    raise ManifestInvalid(f"upstream response exceeds {limit} bytes")
+                chunks.append(chunk)
+        except (_Stalled, httpx.TimeoutException) as exc:
+            raise Unavailable(f"upstream {self._home_host} stalled", whole_upstream=True) from exc
+        except httpx.TransportError as exc:
+            raise Unavailable(f"upstream {self._home_host} broke off: {type(exc).__name__}") from exc
         return b"".join(chunks)
 
+    def _body(self, response: httpx.Response) -> Iterator[bytes]:
+        """The body as the network delivers it (httpx re-chunking costs more than it saves); _Stalled when it brings
+        fewer than MIN_PROGRESS_BYTES in a window of the timeout: a drip-feed never trips a read timeout."""
+        window_start, window_bytes = time.monotonic(), 0
+        for chunk in response.iter_bytes():
+            window_bytes += len(chunk)
+            now = time.monotonic()
+            if now - window_start >= self._timeout:
+                if window_bytes < MIN_PROGRESS_BYTES:
+                    raise _Stalled()
+                window_start, window_bytes = now, 0
+            yield chunk
 
-def _guarded(response: httpx.Response) -> Iterator[bytes]:
-    try:
-        yield from response.iter_bytes()  # as the network delivers: httpx re-chunking costs more than it saves
-    except httpx.TimeoutException as exc:
-        raise Unavailable("upstream blob download timed out") from exc
-    except httpx.HTTPError as exc:
-        raise Unavailable(f"upstream blob download failed: {type(exc).__name__}") from exc
+
+def _content_length(response: httpx.Response) -> int | None:
+    return _number(response.headers.get("content-length"))
+
+
+def _number(value: str | None) -> int | None:
+    """A header's non-negative integer; None for anything else (Latin-1 has digits, such as "²", int() refuses)."""
+    if value is None or not (value.isascii() and value.isdigit()) or len(value) > 19:
+        return None
+    return int(value)
 
 
 def _token_key(realm: str, service: str | None, scope: str, credentialed: bool) -> tuple[str, str, str, bool]:
@@ -291,22 +398,22 @@ def _parse_digest_header(value: str | None) -> Digest | None:
         return None
 
 
-def _retry_after(response: httpx.Response) -> int:
+def _retry_after(response: httpx.Response, default: int = DEFAULT_RETRY_AFTER_SECONDS) -> int:
     value = response.headers.get("retry-after", "").strip()
-    if value.isdigit():
-        return int(value)
+    seconds = _number(value)
+    if seconds is not None:
+        return min(seconds, 86400)
     try:
         return max(int(email.utils.parsedate_to_datetime(value).timestamp() - time.time()), 1)
-    except (TypeError, ValueError):
-        return DEFAULT_RETRY_AFTER_SECONDS
+    except (TypeError, ValueError, OverflowError):
+        return default
 
 
 def _rate_limit(headers: httpx.Headers) -> RateLimit | None:
     """Docker Hub's `ratelimit-remaining: 17;w=21600` and `ratelimit-limit: 100;w=21600`."""
     remaining, limit = (headers.get(name, "").split(";", 1)[0].strip() for name in RATE_LIMIT_HEADERS)
-    if not remaining.isdigit():
-        return None
-    return RateLimit(int(remaining), int(limit) if limit.isdigit() else None)
+    left = _number(remaining)
+    return None if left is None else RateLimit(left, _number(limit))
 
 
 class HttpUpstreams:
@@ -314,7 +421,8 @@ class HttpUpstreams:
 
     def __init__(self, http: httpx.Client | None = None, addresses: AddressPolicy | None = None) -> None:
         self._addresses = addresses or AddressPolicy(allow_private=os.environ.get(ALLOW_PRIVATE_ENV) == "1")
-        self._http = http or default_http_client(self._addresses, float(os.environ.get(TIMEOUT_ENV, "30")))
+        self._timeout = float(os.environ.get(TIMEOUT_ENV, "30"))
+        self._http = http or default_http_client(self._addresses, self._timeout)
         self._clients: dict[Rule, RegistryClient] = {}
         self._lock = threading.Lock()
 
@@ -323,6 +431,6 @@ class HttpUpstreams:
             client = self._clients.get(rule)
             if client is None:
                 client = self._clients[rule] = RegistryClient(
-                    rule, self._http, self._addresses, lambda: resolve_credentials(rule.credentials)
+                    rule, self._http, self._addresses, lambda: resolve_credentials(rule.credentials), self._timeout
                 )
             return client

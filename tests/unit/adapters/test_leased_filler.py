@@ -39,9 +39,9 @@ def parts(tmp_path: Path, clock):
 
 def fill(filler: LeasedFiller, metadata: SqliteMetadataStore, upstream: FakeUpstream, data: bytes):
     digest = upstream.add_blob("repo", data)
-    job = FillJob("up/repo", "up", digest)
+    job = FillJob("up/repo", "up", "repo", digest)
     return job, filler.fill(
-        job, lambda: upstream.open_blob("repo", digest), lambda size: metadata.put_blob("up", digest, size)
+        job, lambda: upstream.open_blob("repo", digest), lambda size: metadata.put_blob("up", "repo", digest, size)
     )
 
 
@@ -49,7 +49,7 @@ def test_small_blob_is_copied_by_the_request_and_the_lease_released(parts):
     filler, metadata, dispatcher, upstream, _ = parts
     job, body = fill(filler, metadata, upstream, SMALL)
     assert isinstance(body, LocalBlob) and Path(body.path).read_bytes() == SMALL
-    assert metadata.get_blob("up", job.digest) == len(SMALL)
+    assert metadata.get_blob("up", "repo", job.digest) == len(SMALL)
     assert dispatcher.jobs == []
     assert metadata.acquire_lease(job.lease_key, "someone-else", 60)
 
@@ -68,7 +68,7 @@ def test_big_blob_is_handed_over_with_the_lease_and_waited_for(parts):
 def test_a_request_finding_the_lease_taken_waits_then_answers_retry(parts):
     filler, metadata, dispatcher, upstream, _ = parts
     digest = upstream.add_blob("repo", SMALL)
-    job = FillJob("up/repo", "up", digest)
+    job = FillJob("up/repo", "up", "repo", digest)
     metadata.acquire_lease(job.lease_key, "another-instance", 60)
     with pytest.raises(Unavailable):
         filler.fill(job, lambda: upstream.open_blob("repo", digest), lambda size: None)
@@ -79,12 +79,12 @@ def test_a_request_finding_the_lease_taken_waits_then_answers_retry(parts):
 def test_a_waiting_request_gets_the_blob_once_the_other_filler_commits(parts):
     _, metadata, _, upstream, blobs = parts
     digest = upstream.add_blob("repo", SMALL)
-    job = FillJob("up/repo", "up", digest)
+    job = FillJob("up/repo", "up", "repo", digest)
     metadata.acquire_lease(job.lease_key, "another-instance", 60)
 
     def other_instance_commits(_: float) -> None:
         store_bytes(blobs, digest, SMALL)
-        metadata.put_blob("up", digest, len(SMALL))
+        metadata.put_blob("up", "repo", digest, len(SMALL))
 
     waiting = LeasedFiller(
         blobs, metadata, RecordingDispatcher(), sync_max_bytes=10_000, poll_seconds=0.01, sleep=other_instance_commits
@@ -101,11 +101,11 @@ def test_a_handed_over_blob_is_redirected_to_once_the_fill_function_lands_it(par
         def dispatch(self, job: FillJob, lease_owner: str) -> None:  # what the fill function does, inline
             assert metadata.acquire_lease(job.lease_key, lease_owner, 900)
             store_bytes(blobs, job.digest, BIG)
-            metadata.put_blob(job.scope, job.digest, len(BIG))
+            metadata.put_blob(job.scope, job.repository, job.digest, len(BIG))
             metadata.release_lease(job.lease_key, lease_owner)
 
     filler = LeasedFiller(blobs, metadata, FillingDispatcher(), sync_max_bytes=10_000, poll_seconds=0.01)
-    job = FillJob("up/repo", "up", digest)
+    job = FillJob("up/repo", "up", "repo", digest)
     body = filler.fill(job, lambda: upstream.open_blob("repo", digest), lambda size: None)
     assert isinstance(body, LocalBlob) and Path(body.path).read_bytes() == BIG
 
@@ -121,7 +121,7 @@ def test_a_failed_hand_over_releases_the_lease_at_once(tmp_path: Path, clock):
     upstream = FakeUpstream()
     with pytest.raises(Unavailable, match="could not start"):
         fill(filler, metadata, upstream, BIG)
-    job = FillJob("up/repo", "up", Digest.of(BIG))
+    job = FillJob("up/repo", "up", "repo", Digest.of(BIG))
     assert metadata.acquire_lease(job.lease_key, "the-next-request", 60)  # not stuck for the lease's lifetime
 
 

@@ -11,7 +11,8 @@ import pytest
 from adapters.local.blob_store import FileBlobStore
 from adapters.local.filler import TeeFiller
 from adapters.local.metadata_store import SqliteMetadataStore
-from core.errors import DigestMismatch, Unavailable
+from core.digest import Digest
+from core.errors import BlobUnknown, Denied, DigestMismatch, Unavailable
 from core.ports import FillJob, StreamedBlob
 from tests.fakes import FakeUpstream
 
@@ -37,10 +38,12 @@ def upstream() -> FakeUpstream:
 
 def test_a_second_process_follows_the_download_of_the_first(tmp_path: Path, upstream: FakeUpstream):
     digest = upstream.add_blob("repo", DATA)
-    job = FillJob("up/repo", "up", digest)
+    job = FillJob("up/repo", "up", "repo", digest)
     (first, first_metadata), (second, _) = process(tmp_path), process(tmp_path)
     holder = first.fill(
-        job, lambda: upstream.open_blob("repo", digest), lambda size: first_metadata.put_blob("up", digest, size)
+        job,
+        lambda: upstream.open_blob("repo", digest),
+        lambda size: first_metadata.put_blob("up", "repo", digest, size),
     )
     follower = second.fill(job, lambda: upstream.open_blob("repo", digest), lambda size: None)
     assert isinstance(holder, StreamedBlob) and isinstance(follower, StreamedBlob)
@@ -58,7 +61,7 @@ def test_a_second_process_follows_the_download_of_the_first(tmp_path: Path, upst
 def test_followers_see_the_holders_failure_and_nothing_is_kept(tmp_path: Path, upstream: FakeUpstream):
     digest = upstream.add_blob("repo", DATA)
     upstream.corrupt_blobs = True
-    job = FillJob("up/repo", "up", digest)
+    job = FillJob("up/repo", "up", "repo", digest)
     (first, _), (second, _) = process(tmp_path), process(tmp_path)
     holder = first.fill(job, lambda: upstream.open_blob("repo", digest), lambda size: None)
     follower = second.fill(job, lambda: upstream.open_blob("repo", digest), lambda size: None)
@@ -77,7 +80,7 @@ def test_a_download_that_lost_its_lease_stops_and_keeps_nothing(
 
     monkeypatch.setattr(filler_module, "RENEW_EVERY_SECONDS", 0.0)  # renew on every chunk
     digest = upstream.add_blob("repo", DATA)
-    job = FillJob("up/repo", "up", digest)
+    job = FillJob("up/repo", "up", "repo", digest)
     filler, _ = process(tmp_path)
     body = filler.fill(job, lambda: upstream.open_blob("repo", digest), lambda size: None)
     assert isinstance(body, StreamedBlob)
@@ -85,5 +88,107 @@ def test_a_download_that_lost_its_lease_stops_and_keeps_nothing(
     later = SqliteMetadataStore(tmp_path / "metadata.sqlite3", clock=lambda: time.time() + 120)
     assert later.acquire_lease(job.lease_key, "another-process", 600)
     with pytest.raises(Unavailable, match="lost its lease"):
+        read_all(body)
+    assert not FileBlobStore(tmp_path).exists(digest)
+
+
+def test_fills_of_two_rules_never_join(tmp_path: Path, upstream: FakeUpstream):
+    """A client of one rule never gets a fill another rule runs: its bytes come from the other rule's upstream (and
+    credentials). Here the public rule's upstream does not have the blob the private rule is filling."""
+    digest = upstream.add_blob("repo", DATA)
+    public_upstream = FakeUpstream()  # has no such blob
+    filler, _ = process(tmp_path)
+    private = filler.fill(FillJob("private/repo", "private", "repo", digest),
+                          lambda: upstream.open_blob("repo", digest), lambda size: None)  # fmt: skip
+    with pytest.raises(BlobUnknown):
+        filler.fill(FillJob("public/repo", "public", "repo", digest),
+                    lambda: public_upstream.open_blob("repo", digest), lambda size: None)  # fmt: skip
+    assert read_all(private) == DATA  # and the private fill was not disturbed
+    assert public_upstream.calls == {"open_blob": 1}
+
+
+def test_fills_of_one_digest_for_two_rules_write_their_own_temp_files(tmp_path: Path, upstream: FakeUpstream):
+    """Two processes filling one digest through two rules at once (the built-in docker-hub/ and root rules both
+    point at Docker Hub): each writes a temp file of its own, and the blob stored hashes to its name."""
+    digest = upstream.add_blob("repo", DATA)
+    (first, _), (second, _) = process(tmp_path), process(tmp_path)
+    bodies = [
+        filler.fill(FillJob(f"{scope}/repo", scope, "repo", digest), lambda: upstream.open_blob("repo", digest),
+                    lambda size: None)
+        for filler, scope in ((first, "docker-hub"), (second, "(root)"))
+    ]  # fmt: skip
+    temp_files = {path.name for path in (tmp_path / "tmp").iterdir() if not path.name.startswith("fill-")}
+    assert len(temp_files) == 2
+    results: list[bytes] = []
+    threads = [threading.Thread(target=lambda body=body: results.append(read_all(body))) for body in bodies]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert results == [DATA, DATA]
+    for body in bodies:
+        body.stored()
+    stored = FileBlobStore(tmp_path).path(digest).read_bytes()
+    assert Digest.of(stored) == digest
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
+@pytest.mark.parametrize("offset, length", [(0, 1000), (5000, 20000), (len(DATA) - 10, 10)])
+def test_a_range_of_a_fill_in_flight_never_comes_whole_before_the_blob_verifies(
+    tmp_path: Path, upstream: FakeUpstream, offset: int, length: int
+):
+    digest = upstream.add_blob("repo", DATA)
+    upstream.corrupt_blobs = True
+    filler, _ = process(tmp_path)
+    body = filler.fill(FillJob("up/repo", "up", "repo", digest), lambda: upstream.open_blob("repo", digest),
+                       lambda size: None)  # fmt: skip
+    received = bytearray()
+    with pytest.raises(DigestMismatch):
+        for chunk in body.chunks(offset, length):
+            received += chunk
+    assert len(received) < length
+
+
+def test_a_body_longer_than_announced_or_the_rule_allows_is_cut_and_nothing_kept(tmp_path: Path, upstream):
+    digest = upstream.add_blob("repo", DATA)
+    upstream.send_sizes = False  # a chunked body: only the rule's maximum bounds it
+    filler, _ = process(tmp_path)
+    job = FillJob("up/repo", "up", "repo", digest, max_size=len(DATA) // 2)
+    with pytest.raises(Denied, match="max_blob_bytes"):
+        filler.fill(job, lambda: upstream.open_blob("repo", digest), lambda size: None)
+    upstream.send_sizes = True  # announced over the maximum: refused before a byte is written
+    calls = upstream.calls["open_blob"]
+    with pytest.raises(Denied, match="max_blob_bytes"):
+        filler.fill(job, lambda: upstream.open_blob("repo", digest), lambda size: None)
+    assert upstream.calls["open_blob"] == calls + 1
+    declared = FillJob("up/repo", "up", "repo", digest, expected_size=len(DATA) - 1)  # the manifest says otherwise
+    with pytest.raises(DigestMismatch, match="manifest declares"):
+        filler.fill(declared, lambda: upstream.open_blob("repo", digest), lambda size: None)
+    assert not FileBlobStore(tmp_path).exists(digest)
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_a_fill_never_takes_the_disk_below_its_reserve(tmp_path: Path, upstream: FakeUpstream):
+    digest = upstream.add_blob("repo", DATA)
+    metadata = SqliteMetadataStore(tmp_path / "metadata.sqlite3")
+    filler = TeeFiller(FileBlobStore(tmp_path), metadata, min_free_bytes=1 << 60)
+    with pytest.raises(Unavailable, match="disk space"):
+        filler.fill(FillJob("up/repo", "up", "repo", digest), lambda: upstream.open_blob("repo", digest),
+                    lambda size: None)  # fmt: skip
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_a_fill_past_its_deadline_fails_and_keeps_nothing(
+    tmp_path: Path, upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+):
+    import adapters.local.filler as filler_module
+
+    monkeypatch.setattr(filler_module, "FILL_BASE_SECONDS", 0.1)
+    monkeypatch.setattr(filler_module, "FILL_SECONDS_PER_BYTE", 0.0)
+    digest = upstream.add_blob("repo", DATA)
+    filler, _ = process(tmp_path)
+    body = filler.fill(FillJob("up/repo", "up", "repo", digest), lambda: upstream.open_blob("repo", digest),
+                       lambda size: None)  # fmt: skip
+    with pytest.raises(Unavailable, match="in time"):
         read_all(body)
     assert not FileBlobStore(tmp_path).exists(digest)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 import httpx
 import pytest
@@ -194,3 +195,170 @@ def test_upstream_statuses_map_to_oci_errors_and_digest_headers_are_normalised()
     assert client.get_manifest("library/alpine", "ok").digest == Digest.of(MANIFEST)
     with pytest.raises(Unavailable):  # not a list of tags: unreadable, not its letters as tags
         client.list_tags("library/alpine", None, None)
+
+
+# -- what the client does with an upstream that fails --------------------------------------------------------------
+
+BLOB = bytes(range(256)) * 1024  # 256 KiB
+BLOB_DIGEST = Digest.of(BLOB)
+
+
+def plain_client(handler, timeout: float = 30.0) -> tuple[RegistryClient, list[httpx.Request]]:
+    seen: list[httpx.Request] = []
+
+    def record(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return handler(request)
+
+    http = httpx.Client(transport=httpx.MockTransport(record), follow_redirects=False)
+    return RegistryClient(Rule("up", "https://registry.example"), http, AddressPolicy(), timeout_seconds=timeout), seen
+
+
+@pytest.fixture(autouse=False)
+def no_pauses(monkeypatch: pytest.MonkeyPatch) -> None:
+    import adapters.upstream.client as client_module
+
+    monkeypatch.setattr(client_module, "RETRY_PAUSES", (0.0, 0.0, 0.0))
+
+
+@pytest.mark.usefixtures("no_pauses")
+@pytest.mark.parametrize("failure", ["503", "502", "refused", "reset"])
+def test_fast_failures_are_retried_and_a_later_success_is_the_answer(failure):
+    answers = iter([failure, failure, "ok"])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        outcome = next(answers)
+        if outcome == "refused":
+            raise httpx.ConnectError("refused", request=request)
+        if outcome == "reset":
+            raise httpx.ReadError("reset", request=request)
+        if outcome != "ok":
+            return httpx.Response(int(outcome))
+        return httpx.Response(200, content=MANIFEST, headers={"content-type": OCI_MANIFEST})
+
+    client, seen = plain_client(handler)
+    assert client.get_manifest("library/app", "v1").data == MANIFEST
+    assert len(seen) == 3
+
+
+@pytest.mark.usefixtures("no_pauses")
+@pytest.mark.parametrize(
+    "answer, whole_upstream",
+    [(503, True), (502, True), (504, True), (500, False), ("refused", True), ("timeout", True)],
+)
+def test_what_is_left_after_retries_says_whether_the_whole_upstream_failed(answer, whole_upstream):
+    def handler(request: httpx.Request) -> httpx.Response:
+        if answer == "refused":
+            raise httpx.ConnectError("refused", request=request)
+        if answer == "timeout":
+            raise httpx.ReadTimeout("timed out", request=request)
+        return httpx.Response(answer)
+
+    client, seen = plain_client(handler)
+    with pytest.raises(Unavailable) as failed:
+        client.head_manifest("library/app", "v1")
+    assert failed.value.whole_upstream is whole_upstream
+    retried = answer in (502, 503, 504, "refused")
+    assert len(seen) == (4 if retried else 1)  # a timeout took long enough; a 500 is that name's answer
+
+
+def test_a_long_retry_after_is_not_waited_out_but_passed_on():
+    client, seen = plain_client(lambda request: httpx.Response(503, headers={"retry-after": "120"}))
+    with pytest.raises(Unavailable) as failed:
+        client.head_manifest("library/app", "v1")
+    assert failed.value.retry_after == 120 and failed.value.whole_upstream and len(seen) == 1
+
+
+class _CutStream(httpx.SyncByteStream):
+    """A body that breaks off after `cut` bytes, as a reset connection does."""
+
+    def __init__(self, data: bytes, cut: int, error: type[Exception] = httpx.ReadError) -> None:
+        self._data, self._cut, self._error = data, cut, error
+
+    def __iter__(self):
+        yield self._data[: self._cut]
+        raise self._error("connection reset")
+
+
+def ranged(request: httpx.Request, cuts: list[int]) -> httpx.Response:
+    """The blob, from the requested offset; cut at the next of `cuts` (absolute offsets) if any is left."""
+    start = int(request.headers.get("range", "bytes=0-").removeprefix("bytes=").split("-")[0])
+    data = BLOB[start:]
+    headers = {"content-length": str(len(data))}
+    status = 200
+    if start:
+        status, headers["content-range"] = 206, f"bytes {start}-{len(BLOB) - 1}/{len(BLOB)}"
+    if cuts:
+        return httpx.Response(status, headers=headers, stream=_CutStream(data, cuts.pop(0) - start))
+    return httpx.Response(status, headers=headers, content=data)
+
+
+@pytest.mark.usefixtures("no_pauses")
+def test_a_cut_download_resumes_from_the_last_byte_received():
+    cuts = [1000, 100_000, 200_000]  # three cuts: three resumes
+    client, seen = plain_client(lambda request: ranged(request, cuts))
+    with client.open_blob("library/app", BLOB_DIGEST) as blob:
+        assert blob.size == len(BLOB) and b"".join(blob.chunks) == BLOB
+    assert [request.headers.get("range") for request in seen] == [
+        None, "bytes=1000-", "bytes=100000-", "bytes=200000-"
+    ]  # fmt: skip
+
+
+@pytest.mark.usefixtures("no_pauses")
+def test_a_download_cut_too_often_fails_as_that_downloads_problem():
+    cuts = [1000, 2000, 3000, 4000, 5000]
+    client, seen = plain_client(lambda request: ranged(request, cuts))
+    with pytest.raises(Unavailable) as failed, client.open_blob("library/app", BLOB_DIGEST) as blob:
+        b"".join(blob.chunks)
+    assert not failed.value.whole_upstream
+    assert len(seen) == 4  # the first request and three resumes
+
+
+@pytest.mark.usefixtures("no_pauses")
+def test_an_upstream_ignoring_the_range_is_skipped_to_the_right_place():
+    answers = iter([httpx.Response(200, headers={"content-length": str(len(BLOB))}, stream=_CutStream(BLOB, 5000))])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return next(answers, None) or httpx.Response(200, content=BLOB)  # the whole blob again, not a 206
+
+    client, _ = plain_client(handler)
+    with client.open_blob("library/app", BLOB_DIGEST) as blob:
+        assert b"".join(blob.chunks) == BLOB
+
+
+@pytest.mark.usefixtures("no_pauses")
+def test_a_resume_at_the_wrong_place_is_refused():
+    answers = iter([httpx.Response(200, headers={"content-length": str(len(BLOB))}, stream=_CutStream(BLOB, 5000))])
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        wrong = {"content-range": f"bytes 0-{len(BLOB) - 1}/{len(BLOB)}"}
+        return next(answers, None) or httpx.Response(206, content=BLOB, headers=wrong)
+
+    client, _ = plain_client(handler)
+    with pytest.raises(Unavailable, match="wrong place"), client.open_blob("library/app", BLOB_DIGEST) as blob:
+        b"".join(blob.chunks)
+
+
+class _DripStream(httpx.SyncByteStream):
+    def __iter__(self):
+        while True:
+            time.sleep(0.05)
+            yield b"x"
+
+
+@pytest.mark.usefixtures("no_pauses")
+def test_a_drip_fed_body_has_stalled_though_no_read_timed_out():
+    client, seen = plain_client(lambda request: httpx.Response(200, stream=_DripStream(),
+                                                               headers={"content-length": str(len(BLOB))}),
+                                timeout=0.2)  # fmt: skip
+    started = time.monotonic()
+    with pytest.raises(Unavailable, match="stalled") as failed, client.open_blob("library/app", BLOB_DIGEST) as blob:
+        b"".join(blob.chunks)
+    assert failed.value.whole_upstream  # a stall says the upstream is in trouble
+    assert time.monotonic() - started < 5 and len(seen) == 4  # resumed, stalled again each time
+
+
+@pytest.mark.parametrize("value", ["²", "١٢", "9" * 40, "-1", "1e3"])
+def test_header_numbers_are_ascii_digits_or_nothing(value):
+    client, _ = plain_client(lambda request: httpx.Response(200, headers={"content-length": value.encode()}))
+    assert client.head_blob("library/app", BLOB_DIGEST) is None

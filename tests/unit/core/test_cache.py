@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -159,13 +160,30 @@ class TestManifestsByDigest:
 
 
 class TestNegotiation:
-    def test_oci_index_is_unknown_to_a_client_that_does_not_accept_it(self, cache, upstream):
-        upstream.add_index("library/multi", "v1")
-        with pytest.raises(ManifestUnknown, match="OCI index"):
-            cache.manifest("up/library/multi", "v1", OCI_ONLY, with_body=True)
+    def test_an_index_the_client_does_not_accept_gives_it_the_amd64_image_when_it_accepts_that(self, cache, upstream):
+        _, children = upstream.add_index("library/multi", "v1")
+        served = cache.manifest("up/library/multi", "v1", OCI_ONLY, with_body=True)
+        assert served.record.digest == children["amd64"] and Digest.of(served.data) == children["amd64"]
         assert (
             cache.manifest("up/library/multi", "v1", Accept([OCI_INDEX]), with_body=True).record.media_type == OCI_INDEX
         )
+
+    def test_with_no_acceptable_alternative_a_tag_gives_what_it_points_at(self, cache, upstream):
+        """As distribution 3 does: a tag that exists is not a 404 because of the client's Accept."""
+        index, _ = upstream.add_index("library/multi", "v1")
+        docker_image = upstream.add_image("library/docker", "v1", media_type=DOCKER_MANIFEST)
+        served = cache.manifest("up/library/multi", "v1", DOCKER_ONLY, with_body=True)
+        assert (served.record.digest, served.record.media_type) == (index, OCI_INDEX)
+        served = cache.manifest("up/library/docker", "v1", OCI_ONLY, with_body=True)
+        assert (served.record.digest, served.record.media_type) == (docker_image, DOCKER_MANIFEST)
+
+    def test_by_digest_a_manifest_is_served_whatever_the_client_accepts(self, cache, upstream):
+        """The spec's MUST: a digest names bytes, and the client gets those, with their own Content-Type."""
+        index, _ = upstream.add_index("library/multi", "v1", docker=True)
+        docker_image = upstream.add_image("library/docker", "v1", media_type=DOCKER_MANIFEST)
+        assert cache.manifest("up/library/multi", str(index), OCI_ONLY, with_body=True).record.digest == index
+        served = cache.manifest("up/library/docker", str(docker_image), OCI_ONLY, with_body=True)
+        assert (served.record.digest, served.record.media_type) == (docker_image, DOCKER_MANIFEST)
 
     def test_manifest_list_by_tag_gives_old_clients_the_amd64_image(self, cache, upstream):
         _, children = upstream.add_index("library/multi", "v1", docker=True)
@@ -261,6 +279,56 @@ class TestBlobs:
             cache.blob("hub/library/nope", str(digest), head=False)
 
 
+class TestRepositoryBoundaries:
+    """A digest cached for one repository reaches another repository of the same rule only once that repository's
+    upstream confirms it (one HEAD): a pull key for `up/team-a` never reads what only `up/secret/app` pulled."""
+
+    def test_a_blob_is_not_served_to_a_repository_whose_upstream_lacks_it(self, cache, upstream):
+        digest = upstream.add_blob("secret/app", b"private layer")
+        upstream.add_blob("team-a", b"something")  # the repository exists upstream, without that blob
+        read_all(cache.blob("up/secret/app", str(digest), head=False))
+        wait_until_committed(cache, "up/secret/app", digest)
+        upstream.calls.clear()
+        for head in (False, True):
+            with pytest.raises(BlobUnknown):
+                cache.blob("up/team-a", str(digest), head=head)
+        assert upstream.calls == {"head_blob": 1}  # asked once; the answer is remembered briefly
+        assert isinstance(cache.blob("up/secret/app", str(digest), head=False), LocalBlob)
+
+    def test_a_blob_the_other_repository_has_too_is_linked_after_one_head_no_bytes_move(self, cache, upstream):
+        digest = upstream.add_blob("library/base", b"shared base layer")
+        upstream.add_blob("library/app", b"shared base layer")
+        read_all(cache.blob("up/library/base", str(digest), head=False))
+        wait_until_committed(cache, "up/library/base", digest)
+        upstream.calls.clear()
+        assert isinstance(cache.blob("up/library/app", str(digest), head=False), LocalBlob)
+        assert isinstance(cache.local_only().blob("up/library/app", str(digest), head=False), LocalBlob)  # linked
+        assert upstream.calls == {"head_blob": 1}
+
+    def test_a_manifest_by_digest_likewise(self, cache, upstream):
+        digest = upstream.add_image("secret/app", "v1")
+        upstream.add_image("team-a", "v1", layer=b"other")
+        cache.manifest("up/secret/app", "v1", ANY, with_body=True)
+        upstream.calls.clear()
+        with pytest.raises(ManifestUnknown):
+            cache.manifest("up/team-a", str(digest), ANY, with_body=True)
+        assert upstream.calls == {"head_manifest": 1}
+        upstream.holders[str(digest)].add("team-a")  # now team-a has it upstream too
+        upstream.calls.clear()
+        cache._metadata._db.execute("DELETE FROM counters")  # forget the remembered "not found"
+        served = cache.manifest("up/team-a", str(digest), ANY, with_body=True)
+        assert served.record.digest == digest and Digest.of(served.data) == digest
+        assert upstream.calls == {"head_manifest": 1}  # confirmed, and the stored bytes served: no GET
+
+    def test_a_tag_of_the_repository_confirms_its_manifest_without_another_head(self, cache, upstream, clock):
+        digest = upstream.add_image("library/base", "v1")
+        upstream.add_manifest("library/app", json.loads(upstream.manifests[str(digest)][0]), tag="v1")
+        cache.manifest("up/library/base", "v1", ANY, with_body=True)
+        upstream.calls.clear()
+        assert cache.manifest("up/library/app", "v1", ANY, with_body=True).record.digest == digest
+        assert upstream.calls == {"get_manifest": 1}
+
+
 def wait_until_committed(cache: PullThroughCache, name: str, digest: Digest) -> None:
     """Clients get the last byte once the blob is verified; it is stored (fsync, rename, record) just after."""
     local = cache.local_only()
@@ -346,7 +414,7 @@ def test_fill_blob_copies_under_the_lease_and_skips_when_another_holds_it(cache,
     assert isinstance(local.blob("up/library/app", str(digest), head=False), LocalBlob)
 
     other = upstream.add_blob("library/app", b"other")
-    cache._metadata.acquire_lease(f"fill/up/{other}", "somebody", 60)
+    cache._metadata.acquire_lease(f"fill/up/library/app/{other}", "somebody", 60)
     assert cache.fill_blob("up/library/app", str(other), lease_owner="a", lease_seconds=60) is None
     assert upstream.calls["open_blob"] == 1
 
