@@ -38,9 +38,10 @@ system-deps: ## Install the Debian packages the end-to-end tests use (no service
 		status=$$?; $(SUDO) rm -f /usr/sbin/policy-rc.d; exit $$status; \
 	fi
 
-lint: install ## ruff, and bandit (the security linter) on the code that ships
+lint: install ## ruff, import-linter (the architecture's contracts) and bandit (the security linter)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/bandit --quiet --recursive src --severity-level medium
 
 typecheck: install ## mypy --strict

@@ -1,5 +1,5 @@
 """Cold start of the registry Lambda handler, measured here: a fresh Python process per run imports
-`handlers.lambda_api` (building every client at module level, as on Lambda) and answers its first requests.
+`handlers.functions.api` (building every client at module level, as on Lambda) and answers its first requests.
 
 S3 and DynamoDB are moto in server mode on 127.0.0.1 and the upstream is a real registry, so network latency is
 loopback's; on Lambda add the real service round trips. Prints a table of medians and p90 over the runs.
@@ -25,8 +25,8 @@ from tests.support.upstream import DistributionRegistry
 CHILD = r"""
 import json, sys, time
 started = time.perf_counter()
-from handlers import lambda_api
-from handlers.lambda_local import LocalContext, http_api_event
+from handlers.functions import api as lambda_api
+from handlers.devtools.lambda_emulator import LocalContext, http_api_event
 imported = time.perf_counter()
 
 def call(path, headers=()):
@@ -71,7 +71,7 @@ def main() -> None:
             runs.append(json.loads(output.stdout.strip().splitlines()[-1]))
     print(f"\nLambda handler cold start, {args.runs} fresh processes (python {sys.version.split()[0]}, this machine)\n")
     print("| step | median | p90 |\n|---|---|---|")
-    for key, label in (("import_ms", "import handlers.lambda_api (app, clients, Powertools)"),
+    for key, label in (("import_ms", "import handlers.functions.api (app, clients, Powertools)"),
                        ("first_ping_ms", "first request: GET /v2/"),
                        ("first_manifest_ms", "first manifest GET (cache hit: DynamoDB + S3)"),
                        ("warm_manifest_ms", "second manifest GET (same process)")):  # fmt: skip
@@ -89,7 +89,8 @@ def _digest(data: bytes):  # type: ignore[no-untyped-def]
 def _prepare(env: dict[str, str], upstream_url: str) -> None:
     script = (
         "from core.rules import Rule, RuleSet\n"
-        "from handlers.aws import AwsSettings, ensure_resources, store_rules\n"
+        "from handlers.composition.aws import ensure_resources, store_rules\n"
+        "from handlers.settings import AwsSettings\n"
         "settings = AwsSettings.from_environment()\n"
         "ensure_resources(settings)\n"
         f"store_rules(settings, RuleSet([Rule('up', {upstream_url!r})]))\n"

@@ -4,11 +4,11 @@ from pathlib import Path
 
 import pytest
 
-from adapters.local.blob_store import FileBlobStore
-from adapters.local.filler import TeeFiller
-from adapters.local.metadata_store import SqliteMetadataStore
 from core.cache import PullThroughCache
 from core.rules import Rule, RuleSet
+from pullthrough_adapters.local.blob_store import FileBlobStore
+from pullthrough_adapters.local.filler import TeeFiller
+from pullthrough_adapters.local.metadata_store import SqliteMetadataStore
 from tests.fakes import FakeUpstream, FakeUpstreams
 
 TTL = 300

@@ -191,7 +191,13 @@ class Authenticator:
 
 
 class KeyStore(Protocol):
+    """Pull keys (their secrets' hashes, never the secrets): the metadata store keeps them."""
+
     def get_key(self, name: str) -> PullKey | None: ...
+
+    def put_key(self, key: PullKey) -> None: ...
+
+    def list_keys(self) -> list[PullKey]: ...
 
 
 def _sign(claims: dict[str, object], key: SigningKey) -> str:

@@ -20,7 +20,15 @@ from typing import TypeVar
 
 from core.digest import Digest
 from core.errors import BlobUnknown, ManifestUnknown, NameUnknown, RegistryError, TooManyRequests, Unavailable
-from core.ports import BreakerState, MetadataStore, TagPage, Upstream, UpstreamBlob, UpstreamHead, UpstreamManifest
+from core.ports import (
+    BreakerState,
+    TagPage,
+    Upstream,
+    UpstreamBlob,
+    UpstreamGuardState,
+    UpstreamHead,
+    UpstreamManifest,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -53,13 +61,13 @@ class GuardedUpstream:
     def __init__(
         self,
         upstream: Upstream,
-        metadata: MetadataStore,
+        state: UpstreamGuardState,
         breaker_key: str,
         scope: str,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._upstream = upstream
-        self._metadata = metadata
+        self._state = state
         self._key = breaker_key
         self._scope = scope
         self._clock = clock
@@ -108,9 +116,9 @@ class GuardedUpstream:
     ) -> tuple[T, BreakerState | None]:
         """The operation's result and the breaker state it was admitted under, for the caller to settle."""
         absent_key = f"absent/{self._scope}/{path}"
-        if self._metadata.get_counter(absent_key) > 0:
+        if self._state.get_counter(absent_key) > 0:
             raise not_found(f"upstream: {not_found.default_message} (asked moments ago)")
-        state = self._metadata.get_breaker(self._key)
+        state = self._state.get_breaker(self._key)
         probe_owner = self._admit(state)
         try:
             return operation(), state
@@ -120,11 +128,11 @@ class GuardedUpstream:
             else:  # the upstream answered: it is up
                 self._succeeded(state)
                 if isinstance(exc, not_found):
-                    self._metadata.increment_counter(absent_key, self._clock() + NOT_FOUND_SECONDS)
+                    self._state.increment_counter(absent_key, self._clock() + NOT_FOUND_SECONDS)
             raise
         finally:
             if probe_owner is not None:
-                self._metadata.release_lease(self._probe_key, probe_owner)
+                self._state.release_lease(self._probe_key, probe_owner)
 
     @property
     def _probe_key(self) -> str:
@@ -138,7 +146,7 @@ class GuardedUpstream:
         if seconds_left > 0:
             raise _refusal(state, self._key, seconds_left)
         owner = uuid.uuid4().hex
-        if not self._metadata.acquire_lease(self._probe_key, owner, PROBE_LEASE_SECONDS):
+        if not self._state.acquire_lease(self._probe_key, owner, PROBE_LEASE_SECONDS):
             raise _refusal(state, self._key, PROBE_BUSY_RETRY_SECONDS)
         return owner
 
@@ -146,19 +154,17 @@ class GuardedUpstream:
         if state is not None:
             if state.trips:
                 log.warning("upstream %s answers again: breaker closed", self._key)
-            self._metadata.close_breaker(self._key)
+            self._state.close_breaker(self._key)
 
     def _failed(self, error: RegistryError, state: BreakerState | None, *, probing: bool) -> None:
         trips = state.trips if state is not None else 0
         if not probing:
-            failures = self._metadata.count_breaker_failure(
-                self._key, error.code, error.message, FAILURE_WINDOW_SECONDS
-            )
+            failures = self._state.count_breaker_failure(self._key, error.code, error.message, FAILURE_WINDOW_SECONDS)
             if failures < FAILURE_THRESHOLD:
                 return
         seconds = backoff_seconds(trips, error)
         log.warning("upstream %s failing: not asked for %.0f s (%s)", self._key, seconds, error.message)
-        self._metadata.open_breaker(self._key, self._clock() + seconds, error.code, error.message)
+        self._state.open_breaker(self._key, self._clock() + seconds, error.code, error.message)
 
 
 def _refusal(state: BreakerState, key: str, seconds_left: float) -> RegistryError:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from core.errors import TooManyRequests
-from core.ports import MetadataStore
+from core.ports import Counters
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,8 +25,8 @@ class MissBudgetPolicy:
 
 
 class MissBudget:
-    def __init__(self, store: MetadataStore, policy: MissBudgetPolicy, clock: Callable[[], float] = time.time) -> None:
-        self._store = store
+    def __init__(self, counters: Counters, policy: MissBudgetPolicy, clock: Callable[[], float] = time.time) -> None:
+        self._counters = counters
         self._policy = policy
         self._clock = clock
 
@@ -37,7 +37,7 @@ class MissBudget:
         now = self._clock()
         window = math.floor(now / self._policy.window_seconds)
         ends_at = (window + 1) * self._policy.window_seconds
-        used = self._store.increment_counter(f"misses/{client}/{window}", ends_at)
+        used = self._counters.increment_counter(f"misses/{client}/{window}", ends_at)
         if used > self._policy.limit:
             raise TooManyRequests(
                 f"more than {self._policy.limit} requests the cache had to forward upstream within "

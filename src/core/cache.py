@@ -16,7 +16,7 @@ from core.errors import (
     TooManyRequests,
     Unavailable,
 )
-from core.filling import copy_blob, store_bytes
+from core.filling import store_bytes
 from core.mediatypes import (
     INDEX_TYPES,
     Accept,
@@ -31,10 +31,11 @@ from core.ports import (
     BlobBody,
     BlobFiller,
     BlobStore,
+    CacheMetadata,
     FillJob,
+    FillOrder,
     LocalBlob,
     ManifestRecord,
-    MetadataStore,
     Metrics,
     NoMetrics,
     RateLimit,
@@ -44,7 +45,7 @@ from core.ports import (
     Upstreams,
 )
 from core.reference import Reference, is_valid_tag
-from core.rules import Route, Rule, RuleSet, RuleSource
+from core.rules import Route, RuleSet, RuleSource
 from core.singleflight import SingleFlight
 
 log = logging.getLogger(__name__)
@@ -57,14 +58,6 @@ PULL_RECORD_GRANULARITY_SECONDS = 60.0
 # A refresh leaves this share of the upstream's pull allowance (at least RESERVED_PULLS_MINIMUM) to clients.
 RESERVED_PULLS_FRACTION = 0.1
 RESERVED_PULLS_MINIMUM = 5
-
-
-class NeedsUpstream(Exception):
-    """Raised by a local-only cache (see `PullThroughCache.local_only`) when the answer needs the upstream."""
-
-    def __init__(self, upstream: str) -> None:
-        super().__init__(upstream)
-        self.upstream = upstream  # the upstream's URL: the HTTP layer bounds the work waiting on each upstream
 
 
 class PullsReserved(Exception):
@@ -81,9 +74,14 @@ def _check_tag(route: Route, tag: str) -> None:
         raise Denied(f"tag {tag!r} is not allowed by the cache rule")
 
 
-class _NoUpstreams:
-    def for_rule(self, rule: Rule) -> Upstream:
-        raise NeedsUpstream(rule.upstream_base)
+@dataclass(frozen=True, slots=True)
+class PullRecord:
+    """A pull to write down (the last-pull time of a tag), for the caller to do after answering."""
+
+    scope: str
+    repository: str
+    tag: str
+    pulled_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +89,7 @@ class ServedManifest:
     record: ManifestRecord
     data: bytes | None  # None when only headers were asked for
     warning: str | None = None  # set when a stale copy is served because the upstream failed
+    pull: PullRecord | None = None  # a lookup's pull to record (lookups write nothing themselves)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +103,7 @@ class PullThroughCache:
     def __init__(
         self,
         rules: RuleSource,
-        metadata: MetadataStore,
+        metadata: CacheMetadata,
         blobs: BlobStore,
         upstreams: Upstreams,
         filler: BlobFiller,
@@ -125,21 +124,57 @@ class PullThroughCache:
     def rules(self) -> RuleSet:
         return self.rule_source.current()
 
-    @property
-    def metadata(self) -> MetadataStore:
-        return self._metadata
+    def upstream_of(self, name: str) -> str:
+        """The URL of the upstream `name` is fetched from: the HTTP layer bounds the work waiting on each."""
+        return self.rules.route(name).rule.upstream_base
 
-    def local_only(self) -> PullThroughCache:
-        """The same cache, answering only from what it holds and raising NeedsUpstream otherwise.
+    # -- lookups: the hit path, from what the cache holds, writing nothing ---------------------------------------
 
-        Hits take well under a millisecond, so an async server can answer them inline and send only misses to a
-        worker thread, where waiting on the upstream blocks nobody.
-        """
-        local = PullThroughCache(
-            self.rule_source, self._metadata, self._blobs, _NoUpstreams(), self._filler, self._clock, self._metrics
-        )
-        local._declared = self._declared
-        return local
+    def lookup_manifest(self, name: str, reference: str, accept: Accept, *, with_body: bool) -> ServedManifest | None:
+        """The manifest as `manifest` would serve it, or None when that needs the upstream. A reading of the
+        metadata and the store, well under a millisecond, so an async server answers hits inline; the pull it
+        leaves to record is the caller's to write, after answering."""
+        route = self.rules.route(name)
+        ref = Reference.parse(reference)
+        pull = None
+        if ref.digest is not None:
+            record = self._cached_manifest(route, ref.digest)
+        else:
+            assert ref.tag is not None
+            _check_tag(route, ref.tag)
+            asked_at = self._clock()
+            cached = self._metadata.get_tag(route.scope, route.repository, ref.tag)
+            if cached is None or asked_at - cached.checked_at >= route.rule.tag_ttl_seconds:
+                return None
+            if asked_at - cached.pulled_at >= PULL_RECORD_GRANULARITY_SECONDS:
+                pull = PullRecord(route.scope, route.repository, ref.tag, asked_at)
+            record = cached.manifest
+            if not accept.allows(record.media_type):
+                cached_child = lambda child: self._cached_manifest(route, child)  # noqa: E731
+                record = self._negotiate(record, accept, self._blobs.read, cached_child)
+        if record is None:
+            return None
+        data = self._blobs.read(record.digest) if with_body else None
+        if with_body and data is None:  # the record outlived its bytes: the full path fetches them again
+            return None
+        self._metrics.count("TagHit" if ref.tag is not None else "ManifestHit")
+        return ServedManifest(record, data, pull=pull)
+
+    def lookup_blob(self, name: str, digest_text: str, *, head: bool) -> BlobBody | None:
+        """Where a cached blob is, or None when it needs the upstream."""
+        route = self.rules.route(name)
+        digest = Digest.parse(digest_text)
+        size = self._metadata.get_blob(route.scope, route.repository, digest)
+        if size is None:
+            return None
+        body = self._blobs.locate(digest, head=head)
+        if body is None or not _sizes_agree(body, size):
+            return None
+        self._metrics.count("BlobHit")
+        return body
+
+    def record_pull(self, pull: PullRecord) -> None:
+        self._metadata.record_pull(pull.scope, pull.repository, pull.tag, pull.pulled_at)
 
     # -- manifests ------------------------------------------------------------------------------------------------
 
@@ -153,7 +188,11 @@ class PullThroughCache:
             _check_tag(route, ref.tag)
             record, warning = self._manifest_by_tag(route, ref.tag)
             if not accept.allows(record.media_type):
-                record = self._negotiate(route, record, accept)
+                index = record
+                fetched_child = lambda child: self._manifest_by_digest(route, child, confirmed=True)  # noqa: E731
+                negotiated = self._negotiate(index, accept, lambda _: self._read_manifest(route, index), fetched_child)
+                assert negotiated is not None  # the full path fetches what it lacks
+                record = negotiated
         data = self._read_manifest(route, record) if with_body else None
         return ServedManifest(record, data, warning)
 
@@ -280,30 +319,37 @@ class PullThroughCache:
             self._store_manifest(route, data, record.media_type, record.digest)
         return data
 
-    def _negotiate(self, route: Route, record: ManifestRecord, accept: Accept) -> ManifestRecord:
+    @staticmethod
+    def _negotiate(
+        record: ManifestRecord,
+        accept: Accept,
+        read: Callable[[Digest], bytes | None],
+        child_record: Callable[[Digest], ManifestRecord | None],
+    ) -> ManifestRecord | None:
         """A tag whose manifest the client does not accept: an old client asking for a manifest list gets its
         linux/amd64 image (distribution's rule); with no acceptable alternative the client gets what the tag points
-        at, as distribution 3 does, rather than a 404 for a tag that exists."""
+        at, as distribution 3 does, rather than a 404 for a tag that exists. None: a lookup lacks what it needs."""
         if record.media_type not in INDEX_TYPES:
             return record
-        index = Manifest(self._read_manifest(route, record), record.media_type, record.digest)
-        child = select_platform_child(index)
+        data = read(record.digest)
+        if data is None:
+            return None
+        child = select_platform_child(Manifest(data, record.media_type, record.digest))
         if child is None:
             return record
-        child_record = self._manifest_by_digest(route, child, confirmed=True)  # listed by a manifest of this repo
-        return child_record if accept.allows(child_record.media_type) else record
+        found = child_record(child)
+        if found is None:
+            return None
+        return found if accept.allows(found.media_type) else record
 
     # -- blobs ----------------------------------------------------------------------------------------------------
 
     def blob(self, name: str, digest_text: str, *, head: bool) -> BlobBody:
+        hit = self.lookup_blob(name, digest_text, head=head)
+        if hit is not None:
+            return hit
         route = self.rules.route(name)
         digest = Digest.parse(digest_text)
-        size = self._metadata.get_blob(route.scope, route.repository, digest)
-        if size is not None:
-            body = self._blobs.locate(digest, head=head)
-            if body is not None and _sizes_agree(body, size):
-                self._metrics.count("BlobHit")
-                return body
         upstream = self._upstream(route)
         self._metrics.count("BlobMiss")
         # Stored for another repository or rule, it is linked here once this repository's upstream shows it has it
@@ -319,38 +365,27 @@ class PullThroughCache:
                     return located
             if upstream_size is not None and head:
                 return SizeOnly(upstream_size)
-        return self._filler.fill(
-            self._fill_job(name, route, digest),
-            source=lambda: upstream.open_blob(route.repository, digest),
-            on_commit=lambda committed: self._metadata.put_blob(route.scope, route.repository, digest, committed),
+        order = self.fill_order(name, digest_text)
+        return self._filler.fill(order.job, order.source, order.record)
+
+    def fill_order(self, name: str, digest_text: str) -> FillOrder:
+        """What a filler needs to copy one blob in: the job, where its bytes come from, how to record it once
+        stored. A pull fills through `blob`; a process that fills on another's behalf (the serverless fill
+        function) starts here."""
+        route = self.rules.route(name)
+        digest = Digest.parse(digest_text)
+        upstream = self._upstream(route)
+        scope, repository = route.scope, route.repository
+        return FillOrder(
+            job=self._fill_job(name, route, digest),
+            source=lambda: upstream.open_blob(repository, digest),
+            record=lambda size: self._metadata.put_blob(scope, repository, digest, size),
+            recorded=lambda: self._metadata.get_blob(scope, repository, digest),
         )
 
     def _fill_job(self, name: str, route: Route, digest: Digest) -> FillJob:
         expected = self._declared.size(route.scope, route.repository, digest)
         return FillJob(name, route.scope, route.repository, digest, expected, route.rule.max_blob_bytes)
-
-    def fill_blob(self, name: str, digest_text: str, *, lease_owner: str, lease_seconds: float) -> int | None:
-        """Copy one blob into the cache now, whatever its size: the serverless fill function's job.
-
-        The request that handed the job over took the fill lease as `lease_owner`; renewing it here keeps every
-        other instance waiting instead of fetching too. None means someone else holds the lease.
-        """
-        route = self.rules.route(name)
-        digest = Digest.parse(digest_text)
-        size = self._metadata.get_blob(route.scope, route.repository, digest)
-        if size is not None and self._blobs.exists(digest):  # landed already (a retried invocation)
-            return size
-        job = self._fill_job(name, route, digest)
-        if not self._metadata.acquire_lease(job.lease_key, lease_owner, lease_seconds):
-            return None
-        try:
-            upstream = self._upstream(route)
-            writer = self._blobs.writer(digest)
-            size = copy_blob(lambda: upstream.open_blob(route.repository, digest), writer, job)
-            self._metadata.put_blob(route.scope, route.repository, digest, size)
-            return size
-        finally:
-            self._metadata.release_lease(job.lease_key, lease_owner)
 
     # -- discovery ------------------------------------------------------------------------------------------------
 

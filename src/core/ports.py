@@ -7,7 +7,6 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
-from core.auth import PullKey
 from core.digest import Digest
 from core.mediatypes import INDEX_TYPES
 from core.rules import Rule
@@ -109,9 +108,8 @@ class BlobStore(Protocol):
         """How a client gets the bytes: a local file, or a redirect signed for GET or for HEAD."""
 
 
-class MetadataStore(Protocol):
-    """What is cached, per scope (rule) and repository: tags, manifests and blobs. A digest recorded for one
-    repository says nothing about another: a client of that one gets it only after its upstream confirms it."""
+class TagStore(Protocol):
+    """Tags per scope (rule) and repository: what they point at, when the upstream confirmed it, when pulled."""
 
     def get_tag(self, scope: str, repository: str, tag: str) -> TagRecord | None: ...
 
@@ -128,6 +126,11 @@ class MetadataStore(Protocol):
     def list_repositories(self) -> list[tuple[str, str]]:
         """(scope, repository) pairs with cached tags or manifests."""
 
+
+class ContentIndex(Protocol):
+    """Which manifests and blobs are cached for a scope and repository. A digest recorded for one repository says
+    nothing about another: a client of that one gets it only after its upstream confirms it."""
+
     def get_manifest(self, scope: str, repository: str, digest: Digest) -> ManifestRecord | None: ...
 
     def put_manifest(self, scope: str, repository: str, record: ManifestRecord) -> None: ...
@@ -137,14 +140,19 @@ class MetadataStore(Protocol):
 
     def put_blob(self, scope: str, repository: str, digest: Digest, size: int) -> None: ...
 
-    def acquire_lease(self, key: str, owner: str, seconds: float) -> bool:
-        """Take (or renew, for the same owner) an expiring lease; False while another owner holds it.
 
-        Concurrent fills across processes or Lambda instances agree on one filler through this.
-        """
+class Leases(Protocol):
+    """Expiring leases: concurrent fills across processes or Lambda instances agree on one filler through them."""
+
+    def acquire_lease(self, key: str, owner: str, seconds: float) -> bool:
+        """Take (or renew, for the same owner) an expiring lease; False while another owner holds it."""
 
     def release_lease(self, key: str, owner: str) -> None:
         """Drop the lease if `owner` still holds it."""
+
+
+class Breakers(Protocol):
+    """The circuit breaker of each upstream (see core.breaker)."""
 
     def get_breaker(self, key: str) -> BreakerState | None:
         """The upstream's breaker; None while it has no failures to remember."""
@@ -158,6 +166,10 @@ class MetadataStore(Protocol):
 
     def close_breaker(self, key: str) -> None: ...
 
+
+class Counters(Protocol):
+    """Expiring counters: misses per client and window, remembered upstream "not found"s."""
+
     def increment_counter(self, key: str, expires_at: float) -> int:
         """Add one to an expiring counter, atomically, and return its value; an expired one starts again at one
         (and expires at `expires_at`)."""
@@ -165,18 +177,17 @@ class MetadataStore(Protocol):
     def get_counter(self, key: str) -> int:
         """The counter's value; 0 when it does not exist or expired."""
 
-    def get_key(self, name: str) -> PullKey | None: ...
 
-    def put_key(self, key: PullKey) -> None: ...
+class UpstreamGuardState(Breakers, Counters, Leases, Protocol):
+    """What guarding an upstream keeps: its breaker, its probe lease, the "not found"s it remembers."""
 
-    def list_keys(self) -> list[PullKey]: ...
 
-    def list_rules(self) -> list[Rule]:
-        """Rules kept in the store (the serverless deployment keeps its rules here)."""
+class FillState(ContentIndex, Leases, Protocol):
+    """What a filler keeps: the lease of each fill, the record of what it stored."""
 
-    def put_rule(self, rule: Rule) -> None: ...
 
-    def delete_rule(self, prefix: str) -> None: ...
+class CacheMetadata(TagStore, ContentIndex, Leases, Breakers, Counters, Protocol):
+    """Everything the pull-through service keeps; both backends implement every role."""
 
 
 # -- the upstream registry ---------------------------------------------------------------------------------------
@@ -319,6 +330,16 @@ class FillJob:
     @property
     def lease_key(self) -> str:
         return f"fill/{self.scope}/{self.repository}/{self.digest}"
+
+
+@dataclass(frozen=True, slots=True)
+class FillOrder:
+    """A FillJob with what carrying it out needs: the upstream's bytes, and the record to write once stored."""
+
+    job: FillJob
+    source: BlobSource
+    record: Callable[[int], None]  # the stored blob's size, recorded for the job's repository
+    recorded: Callable[[], int | None]  # the size recorded already, if the blob landed before
 
 
 class BlobFiller(Protocol):

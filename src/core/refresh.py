@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -11,8 +10,8 @@ from dataclasses import dataclass
 from core.cache import PullsReserved, PullThroughCache
 from core.digest import Digest
 from core.errors import RegistryError
-from core.mediatypes import Accept, Manifest, select_platform_child
-from core.ports import EventSink, ManifestRecord, Metrics, NoEvents, NoMetrics, StreamedBlob, SyncEvent
+from core.mediatypes import Accept, Manifest, blob_sizes, parse_manifest, select_platform_child
+from core.ports import EventSink, ManifestRecord, Metrics, NoEvents, NoMetrics, StreamedBlob, SyncEvent, TagStore
 from core.rules import Route
 
 log = logging.getLogger(__name__)
@@ -36,12 +35,13 @@ class Refresher:
     def __init__(
         self,
         cache: PullThroughCache,
+        tags: TagStore,
         events: EventSink | None = None,
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._cache = cache
-        self._metadata = cache.metadata
+        self._tags = tags
         self._events = events or NoEvents()
         self._metrics = metrics or NoMetrics()
         self._clock = clock
@@ -61,9 +61,7 @@ class Refresher:
             budget = limit - len(outcomes)
             if budget <= 0:
                 break
-            stale = self._metadata.stale_tags(
-                rule.scope, now - rule.tag_ttl_seconds, now - pulled_within_seconds, budget
-            )
+            stale = self._tags.stale_tags(rule.scope, now - rule.tag_ttl_seconds, now - pulled_within_seconds, budget)
             # routed again by the name a client pulls: a rule changed since the pull may now deny it
             outcomes += [self._refresh(rule.client_name(repository), tag) for repository, tag in stale]
         return outcomes
@@ -74,7 +72,7 @@ class Refresher:
         except RegistryError as exc:  # no rule leads there (any more), or it denies the name
             self._metrics.count("RefreshFailed")
             return RefreshOutcome(name, tag, "failed", None, None, f"{exc.code}: {exc.message}")
-        cached = self._metadata.get_tag(route.scope, route.repository, tag)
+        cached = self._tags.get_tag(route.scope, route.repository, tag)
         previous = str(cached.manifest.digest) if cached is not None else None
         try:
             record = self._cache.confirm_tag(route, tag, cached)
@@ -106,13 +104,11 @@ class Refresher:
             log.warning("prefetch for %s failed: %s", name, exc.message)
             return
         for image in images:
-            document = json.loads(image.data)
-            for descriptor in [document.get("config"), *document.get("layers", [])]:
-                if isinstance(descriptor, dict) and isinstance(descriptor.get("digest"), str):
-                    try:
-                        self._fetch_blob(name, descriptor["digest"])
-                    except RegistryError as exc:
-                        log.warning("prefetch of %s for %s failed: %s", descriptor["digest"], name, exc.message)
+            for digest in blob_sizes(parse_manifest(image.data)):  # the config and layers
+                try:
+                    self._fetch_blob(name, str(digest))
+                except RegistryError as exc:
+                    log.warning("prefetch of %s for %s failed: %s", digest, name, exc.message)
 
     def _fetch_blob(self, name: str, digest: str) -> None:
         """As a pull would, through the cache's filler (and its leases): a streamed fill is read to its end, so

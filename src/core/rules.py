@@ -206,6 +206,16 @@ class RuleSource(Protocol):
     def current(self) -> RuleSet: ...
 
 
+class RuleStore(Protocol):
+    """Rules kept in the metadata store (a deployment keeps its rules there; `pullthrough rules` writes them)."""
+
+    def list_rules(self) -> list[Rule]: ...
+
+    def put_rule(self, rule: Rule) -> None: ...
+
+    def delete_rule(self, prefix: str) -> None: ...
+
+
 class ReloadingRules:
     """Rules loaded by `load` and reloaded at most every `interval` seconds: a Lambda container lives for hours,
     and rule changes made meanwhile should reach it without a redeploy."""

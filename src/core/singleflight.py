@@ -1,5 +1,5 @@
 """One caller does the work while the others wait for its result: across threads, server processes and Lambda
-instances alike, because the lease lives in the metadata store."""
+instances alike, because the lease lives in the metadata store (its Leases role)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from core.errors import Unavailable
-from core.ports import MetadataStore
+from core.ports import Leases
 
 T = TypeVar("T")
 
@@ -17,14 +17,14 @@ T = TypeVar("T")
 class SingleFlight:
     def __init__(
         self,
-        metadata: MetadataStore,
+        leases: Leases,
         *,
         lease_seconds: float = 30.0,  # a holder that died is taken over after this
         wait_seconds: float = 20.0,
         poll_seconds: float = 0.05,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self._metadata = metadata
+        self._leases = leases
         self._lease_seconds = lease_seconds
         self._wait_seconds = wait_seconds
         self._poll_seconds = poll_seconds
@@ -36,12 +36,12 @@ class SingleFlight:
         owner = uuid.uuid4().hex
         deadline = time.monotonic() + self._wait_seconds
         while True:
-            if self._metadata.acquire_lease(key, owner, self._lease_seconds):
+            if self._leases.acquire_lease(key, owner, self._lease_seconds):
                 try:
                     finished = done()  # by someone who held the lease since our caller looked
                     return finished if finished is not None else work()
                 finally:
-                    self._metadata.release_lease(key, owner)
+                    self._leases.release_lease(key, owner)
             self._sleep(self._poll_seconds)
             finished = done()
             if finished is not None:

@@ -1,10 +1,22 @@
-"""What every MetadataStore must do; each backend's test class inherits this and provides a `store` fixture."""
+"""What every metadata backend must do, one contract per role (core.ports, core.auth.KeyStore,
+core.rules.RuleStore); each backend's test class inherits them all and provides a `store` fixture."""
 
 from __future__ import annotations
 
+from core.auth import KeyStore
 from core.digest import Digest
 from core.mediatypes import OCI_INDEX, OCI_MANIFEST
-from core.ports import ManifestRecord, MetadataStore, TagRecord
+from core.ports import (
+    Breakers,
+    CacheMetadata,
+    ContentIndex,
+    Counters,
+    Leases,
+    ManifestRecord,
+    TagRecord,
+    TagStore,
+)
+from core.rules import RuleStore
 
 D1 = Digest.of(b"one")
 D2 = Digest.of(b"two")
@@ -14,27 +26,27 @@ def tag_record(digest: Digest = D1, checked_at: float = 100.0, pulled_at: float 
     return TagRecord(ManifestRecord(digest, OCI_MANIFEST, 123), checked_at, pulled_at)
 
 
-class MetadataStoreContract:
-    def test_unknown_things_are_none(self, store: MetadataStore):
+class TagStoreContract:
+    """Tags per scope and repository."""
+
+    def test_unknown_tags_are_none(self, store: TagStore):
         assert store.get_tag("s", "repo", "v1") is None
-        assert store.get_manifest("s", "repo", D1) is None
-        assert store.get_blob("s", "repo", D1) is None
         assert store.list_tags("s", "repo") == []
         assert store.list_repositories() == []
 
-    def test_tags_round_trip_and_are_replaced(self, store: MetadataStore):
+    def test_tags_round_trip_and_are_replaced(self, store: TagStore):
         store.put_tag("s", "library/app", "v1", tag_record())
         assert store.get_tag("s", "library/app", "v1") == tag_record()
         store.put_tag("s", "library/app", "v1", tag_record(D2, 200.0, 150.0))
         assert store.get_tag("s", "library/app", "v1") == tag_record(D2, 200.0, 150.0)
 
-    def test_tags_are_scoped(self, store: MetadataStore):
+    def test_tags_are_scoped(self, store: TagStore):
         store.put_tag("s", "repo", "v1", tag_record())
         assert store.get_tag("other", "repo", "v1") is None
         assert store.get_tag("s", "repo2", "v1") is None
         assert store.get_tag("s", "repo", "v2") is None
 
-    def test_record_pull_only_moves_forward(self, store: MetadataStore):
+    def test_record_pull_only_moves_forward(self, store: TagStore):
         store.put_tag("s", "repo", "v1", tag_record(pulled_at=100.0))
         store.record_pull("s", "repo", "v1", 300.0)
         assert store.get_tag("s", "repo", "v1").pulled_at == 300.0
@@ -43,7 +55,7 @@ class MetadataStoreContract:
         store.record_pull("s", "repo", "unknown", 300.0)
         assert store.get_tag("s", "repo", "unknown") is None
 
-    def test_list_tags_and_repositories(self, store: MetadataStore):
+    def test_list_tags_and_repositories(self, store: CacheMetadata):  # repositories known by manifests count too
         for tag in ("b", "a", "c"):
             store.put_tag("s", "repo", tag, tag_record())
         store.put_tag("t", "repo", "x", tag_record())
@@ -51,62 +63,7 @@ class MetadataStoreContract:
         assert sorted(store.list_tags("s", "repo")) == ["a", "b", "c"]
         assert sorted(store.list_repositories()) == [("s", "only-digests"), ("s", "repo"), ("t", "repo")]
 
-    def test_manifests_round_trip_per_scope_and_repository(self, store: MetadataStore):
-        record = ManifestRecord(D1, OCI_INDEX, 4567)
-        store.put_manifest("s", "repo", record)
-        assert store.get_manifest("s", "repo", D1) == record
-        assert store.get_manifest("other", "repo", D1) is None
-        assert store.get_manifest("s", "repo/sub", D1) is None
-        assert store.get_manifest("s", "rep", D1) is None
-
-    def test_blobs_round_trip_per_scope_and_repository(self, store: MetadataStore):
-        store.put_blob("s", "repo", D1, 99)
-        assert store.get_blob("s", "repo", D1) == 99
-        assert store.get_blob("other", "repo", D1) is None
-        assert store.get_blob("s", "other/repo", D1) is None
-        store.put_blob("s", "repo", D1, 99)
-        store.put_blob("s", "other/repo", D1, 99)
-        assert store.get_blob("s", "repo", D1) == 99
-        assert store.get_blob("s", "other/repo", D1) == 99
-
-    def test_lease_excludes_other_owners_until_it_expires(self, store: MetadataStore, clock):
-        assert store.acquire_lease("fill/x", "a", 30)
-        assert not store.acquire_lease("fill/x", "b", 30)
-        assert store.acquire_lease("fill/y", "b", 30)  # another key
-        clock.advance(29)
-        assert not store.acquire_lease("fill/x", "b", 30)
-        clock.advance(2)
-        assert store.acquire_lease("fill/x", "b", 30)  # a died: b takes over
-        assert not store.acquire_lease("fill/x", "a", 30)
-
-    def test_lease_renewal_and_release(self, store: MetadataStore, clock):
-        assert store.acquire_lease("fill/x", "a", 10)
-        clock.advance(8)
-        assert store.acquire_lease("fill/x", "a", 10)  # renewed to t+18
-        clock.advance(8)
-        assert not store.acquire_lease("fill/x", "b", 10)
-        store.release_lease("fill/x", "b")  # not b's to release
-        assert not store.acquire_lease("fill/x", "b", 10)
-        store.release_lease("fill/x", "a")
-        assert store.acquire_lease("fill/x", "b", 10)
-
-    def test_rules_round_trip(self, store: MetadataStore):
-        from core.rules import Rule
-
-        assert store.list_rules() == []
-        hub = Rule("hub", "https://registry-1.docker.io", 600, library_namespace=True, max_stale_seconds=3600,
-                   prefetch_platforms=("linux/amd64", "linux/arm64/v8"), credentials="env:HUB",
-                   allow=("library/*",), deny=("library/bad",), allowed_tags="v[0-9.]+")  # fmt: skip
-        root = Rule("", "https://mirror.example", 0)
-        store.put_rule(hub)
-        store.put_rule(root)
-        assert sorted(store.list_rules(), key=lambda rule: rule.prefix) == [root, hub]
-        store.put_rule(Rule("hub", "https://other.example"))
-        store.delete_rule("")
-        store.delete_rule("never-existed")
-        assert store.list_rules() == [Rule("hub", "https://other.example")]
-
-    def test_stale_tags_are_those_unconfirmed_and_recently_pulled_oldest_first(self, store: MetadataStore):
+    def test_stale_tags_are_those_unconfirmed_and_recently_pulled_oldest_first(self, store: TagStore):
         store.put_tag("s", "repo", "old", tag_record(checked_at=100.0, pulled_at=900.0))
         store.put_tag("s", "repo", "older", tag_record(checked_at=50.0, pulled_at=950.0))
         store.put_tag("s", "other/repo", "fresh", tag_record(checked_at=500.0, pulled_at=900.0))
@@ -125,7 +82,62 @@ class MetadataStoreContract:
         ]
         assert store.stale_tags("t", checked_before=200.0, pulled_after=800.0, limit=10) == [("repo", "other-scope")]
 
-    def test_breaker_counts_failures_in_a_row_within_the_window(self, store: MetadataStore, clock):
+
+class ContentIndexContract:
+    """Manifest and blob records per scope and repository."""
+
+    def test_unknown_content_is_none(self, store: ContentIndex):
+        assert store.get_manifest("s", "repo", D1) is None
+        assert store.get_blob("s", "repo", D1) is None
+
+    def test_manifests_round_trip_per_scope_and_repository(self, store: ContentIndex):
+        record = ManifestRecord(D1, OCI_INDEX, 4567)
+        store.put_manifest("s", "repo", record)
+        assert store.get_manifest("s", "repo", D1) == record
+        assert store.get_manifest("other", "repo", D1) is None
+        assert store.get_manifest("s", "repo/sub", D1) is None
+        assert store.get_manifest("s", "rep", D1) is None
+
+    def test_blobs_round_trip_per_scope_and_repository(self, store: ContentIndex):
+        store.put_blob("s", "repo", D1, 99)
+        assert store.get_blob("s", "repo", D1) == 99
+        assert store.get_blob("other", "repo", D1) is None
+        assert store.get_blob("s", "other/repo", D1) is None
+        store.put_blob("s", "repo", D1, 99)
+        store.put_blob("s", "other/repo", D1, 99)
+        assert store.get_blob("s", "repo", D1) == 99
+        assert store.get_blob("s", "other/repo", D1) == 99
+
+
+class LeasesContract:
+    """Expiring leases."""
+
+    def test_lease_excludes_other_owners_until_it_expires(self, store: Leases, clock):
+        assert store.acquire_lease("fill/x", "a", 30)
+        assert not store.acquire_lease("fill/x", "b", 30)
+        assert store.acquire_lease("fill/y", "b", 30)  # another key
+        clock.advance(29)
+        assert not store.acquire_lease("fill/x", "b", 30)
+        clock.advance(2)
+        assert store.acquire_lease("fill/x", "b", 30)  # a died: b takes over
+        assert not store.acquire_lease("fill/x", "a", 30)
+
+    def test_lease_renewal_and_release(self, store: Leases, clock):
+        assert store.acquire_lease("fill/x", "a", 10)
+        clock.advance(8)
+        assert store.acquire_lease("fill/x", "a", 10)  # renewed to t+18
+        clock.advance(8)
+        assert not store.acquire_lease("fill/x", "b", 10)
+        store.release_lease("fill/x", "b")  # not b's to release
+        assert not store.acquire_lease("fill/x", "b", 10)
+        store.release_lease("fill/x", "a")
+        assert store.acquire_lease("fill/x", "b", 10)
+
+
+class BreakersContract:
+    """Upstream breakers."""
+
+    def test_breaker_counts_failures_in_a_row_within_the_window(self, store: Breakers, clock):
         assert store.get_breaker("https://up.example") is None
         assert store.count_breaker_failure("https://up.example", "UNAVAILABLE", "refused", 60) == 1
         clock.advance(30)
@@ -137,7 +149,7 @@ class MetadataStoreContract:
         assert store.get_breaker("https://up.example").failures == 0
         assert store.count_breaker_failure("https://up.example", "UNAVAILABLE", "refused", 60) == 1
 
-    def test_breaker_opens_trips_and_closes(self, store: MetadataStore, clock):
+    def test_breaker_opens_trips_and_closes(self, store: Breakers, clock):
         store.count_breaker_failure("https://up.example", "UNAVAILABLE", "refused", 60)
         store.open_breaker("https://up.example", clock() + 30, "TOOMANYREQUESTS", "slow down")
         state = store.get_breaker("https://up.example")
@@ -151,7 +163,11 @@ class MetadataStoreContract:
         store.close_breaker("https://never.example")
         assert store.get_breaker("https://up.example") is None
 
-    def test_counters_count_until_they_expire(self, store: MetadataStore, clock):
+
+class CountersContract:
+    """Expiring counters."""
+
+    def test_counters_count_until_they_expire(self, store: Counters, clock):
         assert store.get_counter("misses/ci/1") == 0
         assert [store.increment_counter("misses/ci/1", clock() + 60) for _ in range(3)] == [1, 2, 3]
         assert store.increment_counter("misses/other/1", clock() + 60) == 1
@@ -164,7 +180,11 @@ class MetadataStoreContract:
         clock.advance(1)
         assert store.get_counter("misses/ci/1") == 0
 
-    def test_pull_keys_round_trip_and_never_hold_the_secret(self, store: MetadataStore):
+
+class KeyStoreContract:
+    """Pull keys."""
+
+    def test_pull_keys_round_trip_and_never_hold_the_secret(self, store: KeyStore):
         from core.auth import PullKey, hash_secret
 
         assert store.get_key("ci") is None and store.list_keys() == []
@@ -178,3 +198,27 @@ class MetadataStoreContract:
 
         store.put_key(replace(key, revoked=True))
         assert store.get_key("ci").revoked
+
+
+class RuleStoreContract:
+    """Stored rules."""
+
+    def test_rules_round_trip(self, store: RuleStore):
+        from core.rules import Rule
+
+        assert store.list_rules() == []
+        hub = Rule("hub", "https://registry-1.docker.io", 600, library_namespace=True, max_stale_seconds=3600,
+                   prefetch_platforms=("linux/amd64", "linux/arm64/v8"), credentials="env:HUB",
+                   allow=("library/*",), deny=("library/bad",), allowed_tags="v[0-9.]+")  # fmt: skip
+        root = Rule("", "https://mirror.example", 0)
+        store.put_rule(hub)
+        store.put_rule(root)
+        assert sorted(store.list_rules(), key=lambda rule: rule.prefix) == [root, hub]
+        store.put_rule(Rule("hub", "https://other.example"))
+        store.delete_rule("")
+        store.delete_rule("never-existed")
+        assert store.list_rules() == [Rule("hub", "https://other.example")]
+
+
+METADATA_CONTRACTS = (TagStoreContract, ContentIndexContract, LeasesContract, BreakersContract, CountersContract,
+                      KeyStoreContract, RuleStoreContract)  # fmt: skip

@@ -11,21 +11,21 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from adapters.aws.dynamodb_metadata_store import DynamoMetadataStore
-from adapters.aws.s3_blob_store import MIN_PART_SIZE, S3BlobStore
 from core.digest import Digest
 from core.errors import DigestMismatch, Unavailable
 from core.filling import store_bytes
-from core.ports import Redirect
-from handlers.aws import AwsClients, AwsSettings, clients_for, ensure_resources
+from core.ports import FillJob, Redirect
+from handlers.composition.aws import AwsClients, clients_for, ensure_resources
+from handlers.settings import AwsSettings
+from pullthrough_adapters.aws.dynamodb_metadata_store import DynamoMetadataStore
+from pullthrough_adapters.aws.filler import LeasedFiller
+from pullthrough_adapters.aws.s3_blob_store import MIN_PART_SIZE, S3BlobStore
+from tests.contract.blob_filler_contract import BlobFillerContract, Parts
 from tests.contract.blob_store_contract import BlobStoreContract
-from tests.contract.metadata_store_contract import MetadataStoreContract
+from tests.contract.metadata_store_contract import METADATA_CONTRACTS
 
 SECRET = "not-a-real-secret-key"
-SETTINGS = AwsSettings(
-    table="pullthrough-test", bucket="pullthrough-test", fill_function=None, builtin_rules="",
-    sync_fill_max_bytes=1 << 20, presign_seconds=600, endpoint_url=None, fill_in_process=True,
-)  # fmt: skip
+SETTINGS = AwsSettings(table="pullthrough-test", bucket="pullthrough-test", sync_fill_max_bytes=1 << 20)
 
 
 @pytest.fixture
@@ -103,7 +103,20 @@ class TestS3BlobStore(BlobStoreContract):
         assert int(parse_qs(urlsplit(located.url).query)["X-Amz-Expires"][0]) <= 240
 
 
-class TestDynamoMetadataStore(MetadataStoreContract):
+class RefusingDispatcher:
+    def dispatch(self, job: FillJob, lease_owner: str) -> None:
+        raise AssertionError(f"{job.digest} is small: the request copies it itself")
+
+
+class TestLeasedFiller(BlobFillerContract):
+    @pytest.fixture
+    def parts(self, aws: None) -> Parts:
+        clients = AwsClients(SETTINGS)
+        store, state = S3BlobStore(clients.s3, SETTINGS.bucket), DynamoMetadataStore(clients.dynamodb, SETTINGS.table)
+        return LeasedFiller(store, state, RefusingDispatcher(), sync_max_bytes=1 << 30, poll_seconds=0.02), store, state
+
+
+class TestDynamoMetadataStore(*METADATA_CONTRACTS):
     @pytest.fixture
     def store(self, aws: None, clock) -> DynamoMetadataStore:
         return DynamoMetadataStore(AwsClients(SETTINGS).dynamodb, SETTINGS.table, clock=clock)

@@ -8,14 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from adapters.local.blob_store import FileBlobStore
-from adapters.local.metadata_store import SqliteMetadataStore
 from core.digest import Digest
 from core.filling import store_bytes
 from core.mediatypes import OCI_MANIFEST
 from core.ports import ManifestRecord
+from pullthrough_adapters.local.blob_store import FileBlobStore
+from pullthrough_adapters.local.filler import TeeFiller
+from pullthrough_adapters.local.metadata_store import SqliteMetadataStore
+from tests.contract.blob_filler_contract import BlobFillerContract, Parts
 from tests.contract.blob_store_contract import BlobStoreContract
-from tests.contract.metadata_store_contract import D1, D2, MetadataStoreContract, tag_record
+from tests.contract.metadata_store_contract import D1, D2, METADATA_CONTRACTS, tag_record
 
 
 class TestFileBlobStore(BlobStoreContract):
@@ -32,7 +34,14 @@ class TestFileBlobStore(BlobStoreContract):
         assert list((tmp_path / "tmp").iterdir()) == []
 
 
-class TestSqliteMetadataStore(MetadataStoreContract):
+class TestTeeFiller(BlobFillerContract):
+    @pytest.fixture
+    def parts(self, tmp_path: Path) -> Parts:
+        store, state = FileBlobStore(tmp_path), SqliteMetadataStore(tmp_path / "metadata.sqlite3")
+        return TeeFiller(store, state), store, state
+
+
+class TestSqliteMetadataStore(*METADATA_CONTRACTS):
     @pytest.fixture
     def store(self, tmp_path: Path, clock) -> SqliteMetadataStore:
         return SqliteMetadataStore(tmp_path / "metadata.sqlite3", clock=clock)

@@ -9,11 +9,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from adapters.upstream.addresses import AddressPolicy
-from adapters.upstream.client import HttpUpstreams
 from core.digest import Digest
 from core.mediatypes import OCI_MANIFEST
 from core.rules import Rule
+from pullthrough_adapters.upstream.addresses import AddressPolicy
+from pullthrough_adapters.upstream.client import HttpUpstreams
 from tests.contract.upstream_contract import SeededImage, UpstreamContract
 from tests.fakes import FakeUpstream
 from tests.support.upstream import DistributionRegistry

@@ -11,7 +11,7 @@ import bcrypt
 import httpx
 import pytest
 
-from handlers.local import RULES_RELOAD_SECONDS
+from handlers.composition.local import RULES_RELOAD_SECONDS
 from tests.support.clients import (
     Containerd,
     skopeo,

@@ -7,16 +7,18 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from adapters.local.metadata_store import SqliteMetadataStore
-from adapters.upstream.addresses import AddressPolicy
-from handlers.admin import create_admin_app
+from handlers.http.admin import create_admin_app
+from pullthrough_adapters.local.metadata_store import SqliteMetadataStore
+from pullthrough_adapters.upstream.addresses import AddressPolicy
+from pullthrough_adapters.upstream.validation import validate_rule_now
 from tests.support.ports import free_port
 
 
 @pytest.fixture
 def admin(tmp_path: Path) -> TestClient:
     store = SqliteMetadataStore(tmp_path / "m.sqlite3")
-    return TestClient(create_admin_app(store, AddressPolicy(allow_private=True)))
+    addresses = AddressPolicy(allow_private=True)
+    return TestClient(create_admin_app(store, lambda rule, image: validate_rule_now(rule, addresses, image).to_dict()))
 
 
 def test_create_read_update_delete(admin: TestClient):

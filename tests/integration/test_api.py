@@ -7,13 +7,13 @@ import json
 import pytest
 from fastapi.testclient import TestClient
 
-from adapters.local.blob_store import FileBlobStore
 from core.breaker import FAILURE_THRESHOLD
 from core.cache import PullThroughCache
 from core.digest import Digest
 from core.errors import TooManyRequests, Unavailable
 from core.mediatypes import DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
-from handlers.api import create_app
+from handlers.http.registry import create_app
+from pullthrough_adapters.local.blob_store import FileBlobStore
 from tests.fakes import FakeUpstream
 
 LAYER = bytes(range(256)) * 400  # 102400 bytes
@@ -234,10 +234,10 @@ def test_ns_routes_a_mirror_request_to_the_rule_for_that_registry(client, image)
 
 
 def test_denied_repositories_and_tags(tmp_path, upstream):
-    from adapters.local.blob_store import FileBlobStore
-    from adapters.local.filler import TeeFiller
-    from adapters.local.metadata_store import SqliteMetadataStore
     from core.rules import Rule, RuleSet
+    from pullthrough_adapters.local.blob_store import FileBlobStore
+    from pullthrough_adapters.local.filler import TeeFiller
+    from pullthrough_adapters.local.metadata_store import SqliteMetadataStore
     from tests.fakes import FakeUpstreams
 
     upstream.add_image("library/app", "v1")
@@ -276,12 +276,12 @@ def test_oversized_and_odd_requests_are_refused_before_routing(client, image, pa
 
 
 def test_token_mode_challenges_issues_scoped_tokens_and_filters_the_catalog(tmp_path, upstream, image):
-    from adapters.local.blob_store import FileBlobStore
-    from adapters.local.filler import TeeFiller
-    from adapters.local.metadata_store import SqliteMetadataStore
     from core.auth import Authenticator, PullKey, SigningKey, TokenService, hash_secret
     from core.mediatypes import Accept
     from core.rules import Rule, RuleSet
+    from pullthrough_adapters.local.blob_store import FileBlobStore
+    from pullthrough_adapters.local.filler import TeeFiller
+    from pullthrough_adapters.local.metadata_store import SqliteMetadataStore
     from tests.fakes import FakeUpstreams
 
     upstream.add_image("library/other", "v1")

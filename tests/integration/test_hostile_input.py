@@ -9,16 +9,16 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from adapters.local.blob_store import FileBlobStore
-from adapters.local.filler import TeeFiller
-from adapters.local.metadata_store import SqliteMetadataStore
 from core.auth import Authenticator, PullKey, SigningKey, TokenService, hash_secret
 from core.budget import MissBudget, MissBudgetPolicy
 from core.cache import PullThroughCache
 from core.digest import Digest
 from core.mediatypes import OCI_MANIFEST
 from core.rules import Rule, RuleSet
-from handlers.api import create_app
+from handlers.http.registry import create_app
+from pullthrough_adapters.local.blob_store import FileBlobStore
+from pullthrough_adapters.local.filler import TeeFiller
+from pullthrough_adapters.local.metadata_store import SqliteMetadataStore
 from tests.fakes import FakeUpstream, FakeUpstreams
 
 

@@ -18,8 +18,9 @@ from moto import mock_aws
 
 from core.digest import Digest
 from core.rules import Rule, RuleSet
-from handlers.aws import AwsSettings, clients_for, ensure_resources, store_rules
-from handlers.lambda_local import LocalContext
+from handlers.composition.aws import clients_for, ensure_resources, store_rules
+from handlers.devtools.lambda_emulator import LocalContext
+from handlers.settings import AwsSettings
 from tests.contract.test_upstreams import image_document, push_with_the_registry_api
 from tests.support.upstream import DistributionRegistry
 
@@ -56,9 +57,9 @@ def handlers(seeded) -> Iterator[dict[str, ModuleType]]:
             ensure_resources(settings)
             store_rules(settings, RuleSet([Rule("up", registry.url, tag_ttl_seconds=1)]))
             modules = {}
-            for name in ("lambda_api", "fill", "refresh"):
-                sys.modules.pop(f"handlers.{name}", None)
-                modules[name] = importlib.import_module(f"handlers.{name}")
+            for name, module in (("lambda_api", "api"), ("fill", "fill"), ("refresh", "refresh")):
+                sys.modules.pop(f"handlers.functions.{module}", None)
+                modules[name] = importlib.import_module(f"handlers.functions.{module}")
             yield modules
     finally:
         for name, value in saved.items():

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from adapters.aws.dynamodb_metadata_store import TABLE_SCHEMA
+from pullthrough_adapters.aws.dynamodb_metadata_store import TABLE_SCHEMA
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
@@ -203,7 +203,7 @@ def test_environment_matches_what_the_code_reads(transformed: dict[str, Any]) ->
     assert "ApiFunction" not in json.dumps(functions["FillFunction"])
     parameters = transformed["Parameters"]
     assert parameters["BuiltinUpstreams"]["Default"] == "docker-hub,ghcr,quay,ecr-public,k8s"
-    from handlers.config import PRESETS  # every preset can be enabled, and nothing else
+    from handlers.presets import PRESETS  # every preset can be enabled, and nothing else
 
     pattern = parameters["BuiltinUpstreams"]["AllowedPattern"]
     assert re.fullmatch(pattern, ",".join(PRESETS)) and re.fullmatch(pattern, "")

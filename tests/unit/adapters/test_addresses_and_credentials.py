@@ -13,9 +13,9 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from adapters.upstream.addresses import AddressForbidden, AddressPolicy, IPAddress
-from adapters.upstream.client import default_http_client
-from adapters.upstream.credentials import Credentials, CredentialsUnavailable, resolve_credentials
+from pullthrough_adapters.upstream.addresses import AddressForbidden, AddressPolicy, IPAddress
+from pullthrough_adapters.upstream.client import default_http_client
+from pullthrough_adapters.upstream.credentials import Credentials, CredentialsUnavailable, resolve_credentials
 
 
 @pytest.mark.parametrize(
@@ -142,9 +142,9 @@ def test_an_allowed_name_is_dialled_at_the_checked_address_with_its_own_host_hea
 def test_a_redirect_to_the_metadata_service_is_refused_by_the_client():
     import httpx
 
-    from adapters.upstream.client import RegistryClient
     from core.errors import Denied
     from core.rules import Rule
+    from pullthrough_adapters.upstream.client import RegistryClient
 
     def upstream(request: httpx.Request) -> httpx.Response:
         return httpx.Response(307, headers={"location": "http://169.254.169.254/latest/meta-data/iam"})

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from adapters.aws.filler import LeasedFiller
-from adapters.local.blob_store import FileBlobStore
-from adapters.local.metadata_store import SqliteMetadataStore
 from core.digest import Digest
 from core.errors import Unavailable
 from core.filling import store_bytes
 from core.ports import FillJob, LocalBlob
+from pullthrough_adapters.aws.filler import LeasedFiller, complete_hand_over
+from pullthrough_adapters.local.blob_store import FileBlobStore
+from pullthrough_adapters.local.metadata_store import SqliteMetadataStore
 from tests.fakes import FakeUpstream
 
 SMALL = b"s" * 1000
@@ -131,3 +131,18 @@ def test_a_blob_of_unknown_size_is_handed_over(parts):
     with pytest.raises(Unavailable):
         fill(filler, metadata, upstream, SMALL)
     assert [job.digest for job, _ in dispatcher.jobs] == [Digest.of(SMALL)]
+
+
+def test_a_handed_over_fill_copies_under_the_lease_and_skips_when_another_holds_it(cache, upstream):
+    """The fill function's side of the hand-over, over the cache's fill order for the blob."""
+    digest = upstream.add_blob("library/app", b"content")
+    blobs, leases = cache._blobs, cache._metadata
+    order = cache.fill_order("up/library/app", str(digest))
+    assert complete_hand_over(order, blobs, leases, "a") == len(b"content")
+    assert isinstance(cache.lookup_blob("up/library/app", str(digest), head=False), LocalBlob)
+    assert complete_hand_over(order, blobs, leases, "b") == len(b"content")  # landed already: a retried invocation
+
+    other = upstream.add_blob("library/app", b"other")
+    leases.acquire_lease(f"fill/up/library/app/{other}", "somebody", 60)
+    assert complete_hand_over(cache.fill_order("up/library/app", str(other)), blobs, leases, "a") is None
+    assert upstream.calls["open_blob"] == 1

@@ -3,8 +3,8 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
-from adapters.local.signing_keys import KEEP, FileSigningKeys
 from core.auth import PullKey, TokenService
+from pullthrough_adapters.local.signing_keys import KEEP, FileSigningKeys
 
 
 def test_the_key_file_is_private_and_rotation_keeps_issued_tokens_valid(tmp_path: Path):

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from adapters.local.blob_store import FileBlobStore
-from adapters.local.filler import TeeFiller
-from adapters.local.metadata_store import SqliteMetadataStore
 from core.digest import Digest
 from core.errors import BlobUnknown, Denied, DigestMismatch, Unavailable
 from core.ports import FillJob, StreamedBlob
+from pullthrough_adapters.local.blob_store import FileBlobStore
+from pullthrough_adapters.local.filler import TeeFiller
+from pullthrough_adapters.local.metadata_store import SqliteMetadataStore
 from tests.fakes import FakeUpstream
 
 DATA = bytes(range(256)) * 4000  # ~1 MB in 16 chunks
@@ -76,7 +76,7 @@ def test_followers_see_the_holders_failure_and_nothing_is_kept(tmp_path: Path, u
 def test_a_download_that_lost_its_lease_stops_and_keeps_nothing(
     tmp_path: Path, upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
 ):
-    import adapters.local.filler as filler_module
+    import pullthrough_adapters.local.filler as filler_module
 
     monkeypatch.setattr(filler_module, "RENEW_EVERY_SECONDS", 0.0)  # renew on every chunk
     digest = upstream.add_blob("repo", DATA)
@@ -181,7 +181,7 @@ def test_a_fill_never_takes_the_disk_below_its_reserve(tmp_path: Path, upstream:
 def test_a_fill_past_its_deadline_fails_and_keeps_nothing(
     tmp_path: Path, upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
 ):
-    import adapters.local.filler as filler_module
+    import pullthrough_adapters.local.filler as filler_module
 
     monkeypatch.setattr(filler_module, "FILL_BASE_SECONDS", 0.1)
     monkeypatch.setattr(filler_module, "FILL_SECONDS_PER_BYTE", 0.0)

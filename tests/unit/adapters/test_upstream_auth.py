@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from adapters.upstream.auth import TokenCache, basic_authorization, parse_challenge
+from pullthrough_adapters.upstream.auth import TokenCache, basic_authorization, parse_challenge
 
 
 def test_docker_hub_challenge():

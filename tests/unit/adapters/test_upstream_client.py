@@ -10,13 +10,13 @@ import time
 import httpx
 import pytest
 
-from adapters.upstream.addresses import AddressPolicy
-from adapters.upstream.client import RegistryClient
-from adapters.upstream.credentials import Credentials
 from core.digest import Digest
 from core.errors import Denied, ManifestInvalid, TooManyRequests, Unavailable
 from core.ports import RateLimit
 from core.rules import Rule
+from pullthrough_adapters.upstream.addresses import AddressPolicy
+from pullthrough_adapters.upstream.client import RegistryClient
+from pullthrough_adapters.upstream.credentials import Credentials
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MANIFEST = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json"}).encode()
@@ -115,7 +115,7 @@ def test_a_redirect_to_another_registry_gets_an_anonymous_token_of_its_own():
 
 def test_every_preset_is_a_valid_rule_with_a_public_https_upstream():
     from core.rules import RuleSet
-    from handlers.config import BUILTIN_RULES, PRESETS
+    from handlers.presets import BUILTIN_RULES, PRESETS
 
     rules = RuleSet(BUILTIN_RULES)
     for name, rule in PRESETS.items():
@@ -216,7 +216,7 @@ def plain_client(handler, timeout: float = 30.0) -> tuple[RegistryClient, list[h
 
 @pytest.fixture(autouse=False)
 def no_pauses(monkeypatch: pytest.MonkeyPatch) -> None:
-    import adapters.upstream.client as client_module
+    import pullthrough_adapters.upstream.client as client_module
 
     monkeypatch.setattr(client_module, "RETRY_PAUSES", (0.0, 0.0, 0.0))
 

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from adapters.local.metadata_store import SqliteMetadataStore
 from core.breaker import (
     BASE_BACKOFF_SECONDS,
     FAILURE_THRESHOLD,
@@ -16,6 +15,7 @@ from core.breaker import (
 )
 from core.digest import Digest
 from core.errors import BlobUnknown, ManifestUnknown, TooManyRequests, Unavailable
+from pullthrough_adapters.local.metadata_store import SqliteMetadataStore
 from tests.conftest import Clock
 from tests.fakes import FakeUpstream
 

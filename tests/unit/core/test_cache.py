@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from core.cache import NeedsUpstream, PullThroughCache
+from core.cache import PullRecord, PullThroughCache
 from core.digest import Digest
 from core.errors import (
     BlobUnknown,
@@ -302,7 +302,7 @@ class TestRepositoryBoundaries:
         wait_until_committed(cache, "up/library/base", digest)
         upstream.calls.clear()
         assert isinstance(cache.blob("up/library/app", str(digest), head=False), LocalBlob)
-        assert isinstance(cache.local_only().blob("up/library/app", str(digest), head=False), LocalBlob)  # linked
+        assert isinstance(cache.lookup_blob("up/library/app", str(digest), head=False), LocalBlob)  # linked
         assert upstream.calls == {"head_blob": 1}
 
     def test_a_manifest_by_digest_likewise(self, cache, upstream):
@@ -331,15 +331,10 @@ class TestRepositoryBoundaries:
 
 def wait_until_committed(cache: PullThroughCache, name: str, digest: Digest) -> None:
     """Clients get the last byte once the blob is verified; it is stored (fsync, rename, record) just after."""
-    local = cache.local_only()
     deadline = time.monotonic() + 5
-    while True:
-        try:
-            local.blob(name, str(digest), head=True)
-            return
-        except NeedsUpstream:
-            assert time.monotonic() < deadline, "the blob was never committed"
-            time.sleep(0.01)
+    while cache.lookup_blob(name, str(digest), head=True) is None:
+        assert time.monotonic() < deadline, "the blob was never committed"
+        time.sleep(0.01)
 
 
 class TestDiscovery:
@@ -381,21 +376,32 @@ def test_tags_are_paged_even_when_the_upstream_ignores_n_and_last(cache, upstrea
     assert (second.tags, second.has_more) == (["c", "d"], False)
 
 
-def test_local_only_answers_hits_and_refuses_anything_that_needs_the_upstream(cache, upstream, clock):
+def test_lookups_answer_hits_and_refuse_anything_that_needs_the_upstream(cache, upstream, clock):
     digest = upstream.add_image("library/app", "v1")
-    local = cache.local_only()
-    with pytest.raises(NeedsUpstream):
-        local.manifest("up/library/app", "v1", ANY, with_body=True)
+    assert cache.lookup_manifest("up/library/app", "v1", ANY, with_body=True) is None
     cache.manifest("up/library/app", "v1", ANY, with_body=True)
     upstream.calls.clear()
-    assert local.manifest("up/library/app", "v1", ANY, with_body=True).record.digest == digest
-    assert local.manifest("up/library/app", str(digest), ANY, with_body=True).record.digest == digest
+    assert cache.lookup_manifest("up/library/app", "v1", ANY, with_body=True).record.digest == digest
+    assert cache.lookup_manifest("up/library/app", str(digest), ANY, with_body=True).record.digest == digest
     clock.advance(TTL + 1)
-    with pytest.raises(NeedsUpstream):  # stale: revalidation is the full cache's job
-        local.manifest("up/library/app", "v1", ANY, with_body=True)
-    with pytest.raises(NeedsUpstream):
-        local.blob("up/library/app", str(Digest.of(b"layer")), head=False)
+    # stale: revalidation is the full cache's job
+    assert cache.lookup_manifest("up/library/app", "v1", ANY, with_body=True) is None
+    assert cache.lookup_blob("up/library/app", str(Digest.of(b"layer")), head=False) is None
     assert upstream.calls == {}
+
+
+def test_lookups_write_nothing_and_leave_the_pull_to_record_to_the_caller(cache, upstream, clock, tmp_path):
+    upstream.add_image("library/app", "v1")
+    cache.manifest("up/library/app", "v1", ANY, with_body=False)
+    pulled_at = cache._metadata.get_tag("up", "library/app", "v1").pulled_at
+    clock.advance(120)  # past the minute a pull is recorded to
+    served = cache.lookup_manifest("up/library/app", "v1", ANY, with_body=False)
+    assert served.pull == PullRecord("up", "library/app", "v1", clock())
+    assert cache._metadata.get_tag("up", "library/app", "v1").pulled_at == pulled_at  # nothing written yet
+    cache.record_pull(served.pull)
+    assert cache._metadata.get_tag("up", "library/app", "v1").pulled_at == clock()
+    clock.advance(10)  # within the minute: nothing to record
+    assert cache.lookup_manifest("up/library/app", "v1", ANY, with_body=False).pull is None
 
 
 def test_catalog_names_root_rule_repositories_without_prefix(cache, upstream, rules):
@@ -405,18 +411,6 @@ def test_catalog_names_root_rule_repositories_without_prefix(cache, upstream, ru
     upstream.add_image("library/alpine", "3")
     cache.manifest("alpine", "3", ANY, with_body=False)
     assert cache.catalog() == ["library/alpine"]
-
-
-def test_fill_blob_copies_under_the_lease_and_skips_when_another_holds_it(cache, upstream):
-    digest = upstream.add_blob("library/app", b"content")
-    local = cache.local_only()
-    assert cache.fill_blob("up/library/app", str(digest), lease_owner="a", lease_seconds=60) == len(b"content")
-    assert isinstance(local.blob("up/library/app", str(digest), head=False), LocalBlob)
-
-    other = upstream.add_blob("library/app", b"other")
-    cache._metadata.acquire_lease(f"fill/up/library/app/{other}", "somebody", 60)
-    assert cache.fill_blob("up/library/app", str(other), lease_owner="a", lease_seconds=60) is None
-    assert upstream.calls["open_blob"] == 1
 
 
 def test_reloading_rules_load_lazily_and_reload_after_the_interval():
@@ -471,8 +465,8 @@ class TestSingleFlight:
         assert upstream.calls == {"get_manifest": 1}
 
     def test_a_failed_holder_lets_a_waiter_take_over(self, tmp_path):
-        from adapters.local.metadata_store import SqliteMetadataStore
         from core.singleflight import SingleFlight
+        from pullthrough_adapters.local.metadata_store import SqliteMetadataStore
 
         flights = SingleFlight(SqliteMetadataStore(tmp_path / "m.sqlite3"), poll_seconds=0.01)
         attempts: list[str] = []

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from adapters.local.blob_store import FileBlobStore
 from core.digest import Digest
 from core.errors import DigestMismatch
 from core.filling import DeadlinePassed, copy_blob, write_blob
 from core.ports import UpstreamBlob
+from pullthrough_adapters.local.blob_store import FileBlobStore
 
 
 @contextmanager

@@ -10,12 +10,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.upstream.auth import parse_challenge
 from core.auth import requested_repositories
 from core.digest import Digest
 from core.errors import DigestInvalid, ManifestUnknown, NameInvalid
 from core.reference import Reference, is_valid_name, validate_name
-from handlers.ranges import parse_range
+from handlers.http.ranges import parse_range
+from pullthrough_adapters.upstream.auth import parse_challenge
 
 NAME = r"\A[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*\Z"
 TAG = r"\A[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}\Z"

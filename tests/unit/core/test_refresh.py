@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from adapters.local.blob_store import FileBlobStore
-from adapters.local.filler import TeeFiller
-from adapters.local.metadata_store import SqliteMetadataStore
 from core.cache import PullThroughCache
 from core.errors import Unavailable
 from core.mediatypes import Accept
 from core.ports import RateLimit, SyncEvent
 from core.refresh import Refresher
+from pullthrough_adapters.local.blob_store import FileBlobStore
+from pullthrough_adapters.local.filler import TeeFiller
+from pullthrough_adapters.local.metadata_store import SqliteMetadataStore
 from tests.conftest import TTL, Clock
 from tests.fakes import FakeUpstream, FakeUpstreams
 
@@ -43,7 +43,7 @@ def cache(tmp_path: Path, upstream: FakeUpstream, clock: Clock, rules) -> PullTh
 
 @pytest.fixture
 def refresher(cache: PullThroughCache, events: RecordedEvents, clock: Clock) -> Refresher:
-    return Refresher(cache, events, clock=clock)
+    return Refresher(cache, cache._metadata, events, clock=clock)
 
 
 def test_refresh_revalidates_stale_recently_pulled_tags_with_heads_only(cache, refresher, upstream, clock, events):
@@ -168,7 +168,6 @@ def test_rules_with_zero_ttl_are_left_to_pulls(cache, refresher, upstream, clock
 def test_a_refresh_prefetches_the_blobs_of_the_rules_platforms(cache, refresher, upstream, clock, rules):
     import json
 
-    from core.cache import NeedsUpstream
     from core.ports import LocalBlob
     from core.rules import Rule, RuleSet
 
@@ -180,17 +179,15 @@ def test_a_refresh_prefetches_the_blobs_of_the_rules_platforms(cache, refresher,
     clock.advance(TTL + 1)
     [outcome] = [o for o in refresher.refresh_stale(pulled_within_seconds=30 * DAY, limit=10) if o.name == "pre/multi"]
     assert outcome.status == "updated"
-    local = cache.local_only()
 
     def blobs_of(child) -> list[str]:
         document = json.loads(upstream.manifests[str(child)][0])
         return [document["config"]["digest"], *(layer["digest"] for layer in document["layers"])]
 
     for digest in blobs_of(children["arm64"]):
-        assert isinstance(local.blob("pre/multi", digest, head=False), LocalBlob)
+        assert isinstance(cache.lookup_blob("pre/multi", digest, head=False), LocalBlob)
     for digest in blobs_of(children["amd64"]):
-        with pytest.raises(NeedsUpstream):
-            local.blob("pre/multi", digest, head=False)
+        assert cache.lookup_blob("pre/multi", digest, head=False) is None
 
 
 def test_a_failing_prefetch_keeps_the_update_and_the_rest_of_the_run(cache, refresher, upstream, clock, rules):

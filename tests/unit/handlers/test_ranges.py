@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from handlers.ranges import parse_range
+from handlers.http.ranges import parse_range
 
 
 @pytest.mark.parametrize(

@@ -7,12 +7,14 @@ from dataclasses import asdict, dataclass
 
 import httpx
 
-from adapters.upstream.addresses import AddressPolicy
-from adapters.upstream.auth import basic_authorization, parse_challenge
-from adapters.upstream.client import RegistryClient
-from adapters.upstream.credentials import resolve_credentials
 from core.errors import RegistryError
 from core.rules import Rule
+from pullthrough_adapters.upstream.addresses import AddressPolicy
+from pullthrough_adapters.upstream.auth import basic_authorization, parse_challenge
+from pullthrough_adapters.upstream.client import RegistryClient, default_http_client
+from pullthrough_adapters.upstream.credentials import resolve_credentials
+
+VALIDATION_TIMEOUT_SECONDS = 10.0
 
 
 @dataclass
@@ -66,3 +68,9 @@ def validate_rule(rule: Rule, http: httpx.Client, addresses: AddressPolicy, imag
             result.authentication = "refused"
         result.failure = f"{exc.code}: {exc.message}"
     return result
+
+
+def validate_rule_now(rule: Rule, addresses: AddressPolicy, image: str | None = None) -> Validation:
+    """validate_rule over a connection of its own, closed afterwards (a command, an admin request)."""
+    with default_http_client(addresses, timeout_seconds=VALIDATION_TIMEOUT_SECONDS) as http:
+        return validate_rule(rule, http, addresses, image)

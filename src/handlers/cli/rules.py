@@ -3,39 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
-from adapters.local.metadata_store import SqliteMetadataStore
-from adapters.upstream.addresses import ALLOW_PRIVATE_ENV, AddressPolicy
-from adapters.upstream.client import default_http_client
-from adapters.upstream.validation import validate_rule
-from core.ports import MetadataStore
 from core.rules import Rule, RuleInvalid
-from handlers.config import PRESETS, load_rules, parse_rule
+from handlers.cli.options import allow_private_option, backend_options, open_store
+from handlers.presets import PRESETS
+from handlers.rules_file import load_rules, parse_rule
+from pullthrough_adapters.upstream.addresses import AddressPolicy
+from pullthrough_adapters.upstream.validation import validate_rule_now
 
 FIELDS = ("prefix", "upstream", "tag_ttl_seconds", "library_namespace", "credentials", "upstream_repository_prefix",
           "allow", "deny", "allowed_tags", "max_stale_seconds", "prefetch_platforms", "max_blob_bytes")  # fmt: skip
-
-
-def store_for(data_dir: Path, table: str | None) -> MetadataStore:
-    if table:
-        from handlers.aws import AwsSettings, table_store  # boto3 only for those who use a table
-
-        return table_store(AwsSettings.for_table(table))
-    data_dir.mkdir(parents=True, exist_ok=True)
-    return SqliteMetadataStore(data_dir / "metadata.sqlite3")
-
-
-def backend_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    command = click.option("--table", help="A deployment's DynamoDB table (stack output TableName).")(command)
-    data_dir = click.Path(file_okay=False, path_type=Path)
-    command = click.option("--data-dir", default=".pullthrough", show_default=True, type=data_dir)(command)
-    return click.option("--output", type=click.Choice(["table", "json"]), default="table", show_default=True)(command)
 
 
 def rule_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -91,7 +73,7 @@ def rules() -> None:
 @backend_options
 def create(prefix: str, preset: str | None, data_dir: Path, table: str | None, output: str, **given: Any) -> None:
     """Create a rule (PREFIX "" is the root rule)."""
-    store = store_for(data_dir, table)
+    store = open_store(data_dir, table)
     if any(rule.prefix == prefix for rule in store.list_rules()):
         raise click.UsageError(f"a rule for {prefix!r} exists; use update")
     base = PRESETS[preset].to_dict() if preset else {}
@@ -106,7 +88,7 @@ def create(prefix: str, preset: str | None, data_dir: Path, table: str | None, o
 @backend_options
 def update(prefix: str, preset: str | None, data_dir: Path, table: str | None, output: str, **given: Any) -> None:
     """Change the given settings of a rule; the others stay."""
-    store = store_for(data_dir, table)
+    store = open_store(data_dir, table)
     current = next((rule for rule in store.list_rules() if rule.prefix == prefix), None)
     if current is None:
         raise click.UsageError(f"no rule for {prefix!r}")
@@ -121,7 +103,7 @@ def update(prefix: str, preset: str | None, data_dir: Path, table: str | None, o
 @backend_options
 def describe(prefixes: tuple[str, ...], data_dir: Path, table: str | None, output: str) -> None:
     """Show stored rules (all, or those named)."""
-    stored = store_for(data_dir, table).list_rules()
+    stored = open_store(data_dir, table).list_rules()
     _show([rule for rule in stored if not prefixes or rule.prefix in prefixes], output)
 
 
@@ -130,7 +112,7 @@ def describe(prefixes: tuple[str, ...], data_dir: Path, table: str | None, outpu
 @backend_options
 def delete(prefix: str, data_dir: Path, table: str | None, output: str) -> None:
     """Delete a rule. What it cached stays, as with ECR."""
-    store = store_for(data_dir, table)
+    store = open_store(data_dir, table)
     if not any(rule.prefix == prefix for rule in store.list_rules()):
         raise click.UsageError(f"no rule for {prefix!r}")
     store.delete_rule(prefix)
@@ -147,7 +129,7 @@ def apply(rules_file: Path, prune: bool, data_dir: Path, table: str | None, outp
         wanted = list(load_rules(rules_file))
     except RuleInvalid as exc:
         raise click.UsageError(str(exc)) from exc
-    store = store_for(data_dir, table)
+    store = open_store(data_dir, table)
     for rule in wanted:
         store.put_rule(rule)
     if prune:
@@ -160,20 +142,17 @@ def apply(rules_file: Path, prune: bool, data_dir: Path, table: str | None, outp
 @rules.command()
 @click.argument("prefix")
 @click.option("--image", help="A REPOSITORY:TAG to look up through the rule, e.g. library/alpine:3.20.")
-@click.option("--allow-private-upstreams", is_flag=True, help="As for serve.")
+@allow_private_option
 @backend_options
 def validate(
     prefix: str, image: str | None, allow_private_upstreams: bool, data_dir: Path, table: str | None, output: str
 ) -> None:
     """Contact the rule's upstream with its credentials: reachable? credentials accepted? image found?"""
-    stored = {rule.prefix: rule for rule in store_for(data_dir, table).list_rules()}
+    stored = {rule.prefix: rule for rule in open_store(data_dir, table).list_rules()}
     rule = stored.get(prefix) or next((preset for preset in PRESETS.values() if preset.prefix == prefix), None)
     if rule is None:
         raise click.UsageError(f"no rule for {prefix!r}")
-    allow = allow_private_upstreams or os.environ.get(ALLOW_PRIVATE_ENV) == "1"
-    addresses = AddressPolicy(allow_private=allow)
-    with default_http_client(addresses, timeout_seconds=10) as http:
-        result = validate_rule(rule, http, addresses, image)
+    result = validate_rule_now(rule, AddressPolicy(allow_private=allow_private_upstreams), image)
     if output == "json":
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:

@@ -6,6 +6,9 @@ one goes to the fill function, which renews the same lease and may copy for up t
 waits for it to land. Requests that find the lease taken wait the same way. Whoever is still waiting when the
 request's time is nearly up gets 503 with Retry-After, but nobody ever starts a second upstream fetch. (Registry
 clients do not retry a 503 on a blob themselves: a pull that hits it fails, and the next pull finds the blob.)
+
+Both ends of the hand-over are here: `LeasedFiller.fill` dispatches a job with the lease it holds, and
+`complete_hand_over` is what the fill function does with it.
 """
 
 from __future__ import annotations
@@ -18,12 +21,13 @@ from collections.abc import Callable
 from typing import Protocol
 
 from core.errors import Unavailable
-from core.filling import DeadlinePassed, SizeBound, write_blob
-from core.ports import BlobBody, BlobSource, BlobStore, FillJob, MetadataStore
+from core.filling import DeadlinePassed, SizeBound, copy_blob, write_blob
+from core.ports import BlobBody, BlobSource, BlobStore, FillJob, FillOrder, FillState, Leases
 
 log = logging.getLogger(__name__)
 
 LEASE_SECONDS = 60  # longer than a synchronous fill can take on Lambda (29 s)
+HANDED_OVER_LEASE_SECONDS = 900.0  # the fill function's own timeout
 RETRY_AFTER_SECONDS = 5
 
 
@@ -37,7 +41,7 @@ class LeasedFiller:
     def __init__(
         self,
         blobs: BlobStore,
-        metadata: MetadataStore,
+        metadata: FillState,
         dispatcher: FillDispatcher,
         *,
         sync_max_bytes: int,
@@ -95,3 +99,20 @@ class LeasedFiller:
 
 def _being_filled(job: FillJob) -> Unavailable:
     return Unavailable(f"{job.digest} is being copied into the cache; retry shortly", retry_after=RETRY_AFTER_SECONDS)
+
+
+def complete_hand_over(order: FillOrder, blobs: BlobStore, leases: Leases, lease_owner: str) -> int | None:
+    """The fill function's job: copy one blob in, whatever its size, under the lease the request that handed it
+    over holds as `lease_owner` (renewing it keeps every other instance waiting instead of fetching too). The size
+    stored; None when someone else holds the lease."""
+    recorded = order.recorded()
+    if recorded is not None and blobs.exists(order.job.digest):  # landed already (a retried invocation)
+        return recorded
+    if not leases.acquire_lease(order.job.lease_key, lease_owner, HANDED_OVER_LEASE_SECONDS):
+        return None
+    try:
+        size = copy_blob(order.source, blobs.writer(order.job.digest), order.job)
+        order.record(size)
+        return size
+    finally:
+        leases.release_lease(order.job.lease_key, lease_owner)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import email.utils
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,16 +17,6 @@ from urllib.parse import urlencode, urljoin, urlsplit
 
 import httpx
 
-from adapters.upstream.addresses import ALLOW_PRIVATE_ENV, AddressPolicy, checked_http_transport
-from adapters.upstream.auth import (
-    DEFAULT_TOKEN_LIFETIME_SECONDS,
-    Challenge,
-    TokenCache,
-    basic_authorization,
-    parse_challenge,
-)
-from adapters.upstream.credentials import Credentials, resolve_credentials
-from adapters.upstream.deadlines import within
 from core.digest import Digest
 from core.errors import (
     BlobUnknown,
@@ -42,10 +31,19 @@ from core.errors import (
 from core.mediatypes import UPSTREAM_ACCEPT
 from core.ports import RateLimit, TagPage, UpstreamBlob, UpstreamHead, UpstreamManifest
 from core.rules import Rule
+from pullthrough_adapters.upstream.addresses import AddressPolicy, checked_http_transport
+from pullthrough_adapters.upstream.auth import (
+    DEFAULT_TOKEN_LIFETIME_SECONDS,
+    Challenge,
+    TokenCache,
+    basic_authorization,
+    parse_challenge,
+)
+from pullthrough_adapters.upstream.credentials import Credentials, resolve_credentials
+from pullthrough_adapters.upstream.deadlines import within
 
 log = logging.getLogger(__name__)
 
-TIMEOUT_ENV = "PULLTHROUGH_UPSTREAM_TIMEOUT_SECONDS"
 MAX_REDIRECTS = 5
 RATE_LIMIT_WARNING = 10
 RATE_LIMIT_HEADERS = ("ratelimit-remaining", "ratelimit-limit")
@@ -419,10 +417,12 @@ def _rate_limit(headers: httpx.Headers) -> RateLimit | None:
 class HttpUpstreams:
     """One RegistryClient per rule, sharing a connection pool."""
 
-    def __init__(self, http: httpx.Client | None = None, addresses: AddressPolicy | None = None) -> None:
-        self._addresses = addresses or AddressPolicy(allow_private=os.environ.get(ALLOW_PRIVATE_ENV) == "1")
-        self._timeout = float(os.environ.get(TIMEOUT_ENV, "30"))
-        self._http = http or default_http_client(self._addresses, self._timeout)
+    def __init__(
+        self, addresses: AddressPolicy, timeout_seconds: float = 30.0, http: httpx.Client | None = None
+    ) -> None:
+        self._addresses = addresses
+        self._timeout = timeout_seconds
+        self._http = http or default_http_client(addresses, timeout_seconds)
         self._clients: dict[Rule, RegistryClient] = {}
         self._lock = threading.Lock()
 

@@ -11,11 +11,12 @@ from urllib.parse import urlencode
 from fastapi import FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
+from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.auth import Authenticator
 from core.budget import MissBudget
-from core.cache import NeedsUpstream, PullThroughCache
+from core.cache import PullThroughCache
 from core.errors import (
     NameInvalid,
     NameUnknown,
@@ -30,10 +31,10 @@ from core.mediatypes import Accept
 from core.paging import page
 from core.ports import BlobBody, LocalBlob, Redirect, SizeOnly, StreamedBlob
 from core.reference import is_valid_name
-from handlers.lanes import UpstreamLanes
-from handlers.limits import RequestLimits
-from handlers.ranges import parse_range
-from handlers.security_headers import NoSniff
+from handlers.http.lanes import UpstreamLanes
+from handlers.http.limits import RequestLimits
+from handlers.http.ranges import parse_range
+from handlers.http.security_headers import NoSniff
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -62,8 +63,8 @@ def create_app(
     cache ask upstreams for; `lanes` keep one upstream's slowness to itself (see handlers.lanes)."""
     if auth is not None and token_realm is None:
         raise ValueError("token auth needs the token endpoint's public URL")
-    # Hits are answered on the event loop; anything that needs the upstream runs in a worker thread.
-    local = cache.local_only()
+    # Hits are looked up on the event loop (reads only); anything that needs the upstream, or a write, runs in a
+    # worker thread.
     app = FastAPI(title="pullthrough", docs_url=None, redoc_url=None, openapi_url=None)
     app.router.redirect_slashes = False  # /v2 and /v2/ are both routes; a redirect would need our public URL
     app.add_middleware(RequestLimits)
@@ -87,7 +88,7 @@ def create_app(
             request.state.scope = f"repository:{name}:pull"
         return auth.check(request.headers.get("authorization"), name)
 
-    async def from_upstream(request: Request, key: str | None, needs: NeedsUpstream, work: Callable[[], T]) -> T:
+    async def from_upstream(request: Request, key: str | None, name: str, work: Callable[[], T]) -> T:
         """Work the cache could not do from what it holds: counted against the client's budget, run in the lane
         of the upstream it waits on."""
         client = f"key:{key}" if key is not None else f"address:{request.client.host if request.client else '-'}"
@@ -98,7 +99,7 @@ def create_app(
             return work()
 
         if lanes is not None:
-            return await lanes.run(needs.upstream, charged)
+            return await lanes.run(cache.upstream_of(name), charged)
         return await run_in_threadpool(charged)
 
     @app.get("/token")
@@ -145,11 +146,10 @@ def create_app(
         key = authorize(request, name)
         with_body = request.method == "GET"
         accept = Accept.parse(request.headers.getlist("accept"))
-        try:
-            served = local.manifest(name, reference, accept, with_body=with_body)
-        except NeedsUpstream as needs:
+        served = cache.lookup_manifest(name, reference, accept, with_body=with_body)
+        if served is None:
             served = await from_upstream(
-                request, key, needs, lambda: cache.manifest(name, reference, accept, with_body=with_body)
+                request, key, name, lambda: cache.manifest(name, reference, accept, with_body=with_body)
             )
         record = served.record
         headers = {
@@ -161,17 +161,18 @@ def create_app(
         }
         if served.warning:
             headers["Warning"] = f'299 - "{served.warning}"'
-        return _with_namespace(Response(served.data or b"", headers=headers), request)
+        pull = served.pull  # written after the answer, in a thread: never a write on the event loop
+        background = BackgroundTask(cache.record_pull, pull) if pull is not None else None
+        return _with_namespace(Response(served.data or b"", headers=headers, background=background), request)
 
     @app.api_route("/v2/{name:path}/blobs/{digest}", methods=PULL)
     async def blob(name: str, digest: str, request: Request) -> Response:
         name = _routed(name, request)
         key = authorize(request, name)
         head = request.method == "HEAD"
-        try:
-            body = local.blob(name, digest, head=head)
-        except NeedsUpstream as needs:
-            body = await from_upstream(request, key, needs, lambda: cache.blob(name, digest, head=head))
+        body = cache.lookup_blob(name, digest, head=head)
+        if body is None:
+            body = await from_upstream(request, key, name, lambda: cache.blob(name, digest, head=head))
         response = _blob_response(body, digest, request.headers.get("range"), head=head, lanes=lanes)
         return _with_namespace(response, request)
 
@@ -180,8 +181,7 @@ def create_app(
         name = _routed(name, request)
         key = authorize(request, name)
         n, last = _pagination(request)
-        needs = NeedsUpstream(cache.rules.route(name).rule.upstream_base)  # a tag list always asks the upstream
-        listing = await from_upstream(request, key, needs, lambda: cache.tags(name, n, last))
+        listing = await from_upstream(request, key, name, lambda: cache.tags(name, n, last))  # always asks upstream
         body = {"name": listing.name, "tags": listing.tags}
         return _with_namespace(_listing(body, f"/v2/{name}/tags/list", n, listing.tags, listing.has_more), request)
 

@@ -29,10 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from adapters.local.blob_store import FileBlobStore, FileBlobWriter
 from core.errors import DigestMismatch, RegistryError, Unavailable
 from core.filling import SizeBound
-from core.ports import BlobBody, BlobSource, FillJob, LocalBlob, MetadataStore, StreamedBlob
+from core.ports import BlobBody, BlobSource, FillJob, FillState, LocalBlob, StreamedBlob
+from pullthrough_adapters.local.blob_store import FileBlobStore, FileBlobWriter
 
 log = logging.getLogger(__name__)
 
@@ -249,7 +249,7 @@ class _Follower:
 
 
 class TeeFiller:
-    def __init__(self, store: FileBlobStore, metadata: MetadataStore, *, min_free_bytes: int = MIN_FREE_BYTES) -> None:
+    def __init__(self, store: FileBlobStore, metadata: FillState, *, min_free_bytes: int = MIN_FREE_BYTES) -> None:
         self._store = store
         self._metadata = metadata
         self._min_free_bytes = min_free_bytes

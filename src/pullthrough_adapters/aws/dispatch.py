@@ -1,10 +1,8 @@
-"""Ways to start the fill function for a FillJob: a real asynchronous Lambda invocation, or (for the local
-emulation of the Lambda path) the same handler in a background thread."""
+"""Starting the fill function for a FillJob: an asynchronous Lambda invocation carrying the job and the lease."""
 
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -40,11 +38,3 @@ class LambdaDispatcher:
             )
         except ClientError as exc:
             raise Unavailable("could not start the fill function") from exc
-
-
-class ThreadDispatcher:
-    def __init__(self, run: Callable[[dict[str, str]], object]) -> None:
-        self._run = run
-
-    def dispatch(self, job: FillJob, lease_owner: str) -> None:
-        threading.Thread(target=self._run, args=(fill_event(job, lease_owner),), daemon=True).start()

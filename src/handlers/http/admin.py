@@ -6,23 +6,24 @@ requests only); it never serves registry traffic, and the registry function cann
 
 from __future__ import annotations
 
-import os
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import Body, FastAPI, Response
 from fastapi.responses import JSONResponse
 
-from adapters.upstream.addresses import ALLOW_PRIVATE_ENV, AddressPolicy
-from adapters.upstream.client import default_http_client
-from adapters.upstream.validation import validate_rule
-from core.ports import MetadataStore
-from core.rules import Rule, RuleInvalid
-from handlers.config import parse_rule
+from core.rules import Rule, RuleInvalid, RuleStore
+from handlers.rules_file import parse_rule
 
 ROOT = "_root"  # the root rule's prefix is empty; in a path it is spelled _root (no prefix can start with _)
 
 
-def create_admin_app(store: MetadataStore, addresses: AddressPolicy) -> FastAPI:
+RuleValidator = Callable[[Rule, str | None], dict[str, object]]
+
+
+def create_admin_app(store: RuleStore, validate_rule: RuleValidator) -> FastAPI:
+    """`validate_rule(rule, image)` contacts the rule's upstream and says what it found (`pullthrough rules validate`
+    over HTTP); the composition root gives it an upstream client."""
     app = FastAPI(title="pullthrough admin", docs_url=None, redoc_url=None, openapi_url=None)
 
     def find(prefix: str) -> Rule | None:
@@ -59,8 +60,7 @@ def create_admin_app(store: MetadataStore, addresses: AddressPolicy) -> FastAPI:
         rule = find(_prefix(prefix))
         if rule is None:
             return _error(404, "NAME_UNKNOWN", f"no rule for {prefix!r}")
-        with default_http_client(addresses, timeout_seconds=10) as http:
-            return JSONResponse(validate_rule(rule, http, addresses, image).to_dict())
+        return JSONResponse(validate_rule(rule, image))
 
     return app
 
@@ -71,12 +71,3 @@ def _prefix(path_prefix: str) -> str:
 
 def _error(status: int, code: str, message: str) -> Response:
     return JSONResponse({"errors": [{"code": code, "message": message}]}, status_code=status)
-
-
-def build_admin_app_from_environment() -> FastAPI:
-    """The admin function's app: the deployment's table, and the same address policy as the registry."""
-    from handlers.aws import AwsSettings, table_store
-
-    settings = AwsSettings.from_environment()
-    allow = os.environ.get(ALLOW_PRIVATE_ENV) == "1"
-    return create_admin_app(table_store(settings), AddressPolicy(allow_private=allow))

@@ -13,7 +13,8 @@ import click
 
 from core.auth import PullKey, hash_secret, new_secret
 from core.reference import is_valid_name
-from handlers.rules_cli import backend_options, store_for
+from handlers.cli.options import backend_options, data_dir_option, open_store
+from handlers.settings import DataDir
 
 _DURATION = re.compile(r"^([0-9]{1,9})([hdw])\Z")
 _UNITS = {"h": 3600, "d": 86400, "w": 7 * 86400}
@@ -50,7 +51,7 @@ def create(name: str, prefixes: tuple[str, ...], expires: str | None, data_dir: 
     for prefix in prefixes:
         if prefix and not is_valid_name(prefix):
             raise click.UsageError(f"{prefix!r} is not a repository name prefix")
-    store = store_for(data_dir, table)
+    store = open_store(data_dir, table)
     if store.get_key(name) is not None:
         raise click.UsageError(f"a key named {name!r} exists; revoke it or pick another name")
     secret = new_secret()
@@ -64,7 +65,7 @@ def create(name: str, prefixes: tuple[str, ...], expires: str | None, data_dir: 
 def list_keys(data_dir: Path, table: str | None, output: str) -> None:
     """Show keys (never their secrets)."""
     now = time.time()
-    stored = store_for(data_dir, table).list_keys()
+    stored = open_store(data_dir, table).list_keys()
     if output == "json":
         click.echo(json.dumps([_row(key, now) for key in stored], indent=2))
         return
@@ -79,7 +80,7 @@ def list_keys(data_dir: Path, table: str | None, output: str) -> None:
 @backend_options
 def revoke(name: str, data_dir: Path, table: str | None, output: str) -> None:
     """Revoke a key: it gets no more tokens (tokens already issued live at most five minutes)."""
-    store = store_for(data_dir, table)
+    store = open_store(data_dir, table)
     key = store.get_key(name)
     if key is None:
         raise click.UsageError(f"no key named {name!r}")
@@ -88,14 +89,13 @@ def revoke(name: str, data_dir: Path, table: str | None, output: str) -> None:
 
 
 @keys.command("rotate-signing-key")
-@click.option("--data-dir", default=".pullthrough", show_default=True, type=click.Path(file_okay=False, path_type=Path))
+@data_dir_option
 def rotate_signing_key(data_dir: Path) -> None:
     """Sign new tokens with a new key; the previous keys keep verifying the tokens they signed (local cache; on
     AWS, put a new version of the signing secret, see docs/aws.md)."""
-    from adapters.local.signing_keys import FileSigningKeys
+    from pullthrough_adapters.local.signing_keys import FileSigningKeys
 
-    data_dir.mkdir(parents=True, exist_ok=True)
-    key = FileSigningKeys(data_dir / "token-signing-keys.json").rotate()
+    key = FileSigningKeys(DataDir(data_dir).create().signing_keys).rotate()
     click.echo(f"new signing key {key.kid}")
 
 

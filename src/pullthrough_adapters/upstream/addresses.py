@@ -22,10 +22,8 @@ from urllib.parse import urlsplit
 import httpcore
 import httpx
 
-from adapters.upstream.deadlines import DeadlineStream
 from core.errors import Denied
-
-ALLOW_PRIVATE_ENV = "PULLTHROUGH_ALLOW_PRIVATE_UPSTREAMS"
+from pullthrough_adapters.upstream.deadlines import DeadlineStream
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 

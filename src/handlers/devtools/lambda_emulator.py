@@ -1,8 +1,9 @@
-"""`pullthrough serve --lambda`: the deployed code path, run here.
+"""`pullthrough serve --lambda`: the deployed code path, run here, a development tool.
 
-Each HTTP request becomes an API Gateway HTTP API (payload format 2.0) event for the real Lambda handler, and its
-answer becomes the HTTP response, the way `sam local start-api` would do it, without Docker. S3 and DynamoDB are
-whatever AWS_ENDPOINT_URL points at (moto in server mode, in tests).
+Each HTTP request becomes an API Gateway HTTP API (payload format 2.0) event for the registry function's handler,
+built as the function builds it, and its answer becomes the HTTP response, the way `sam local start-api` would do it,
+without Docker. A blob handed over to the fill function runs the fill function's handler in a thread. S3 and
+DynamoDB are whatever AWS_ENDPOINT_URL points at (moto in server mode, in tests).
 """
 
 from __future__ import annotations
@@ -10,12 +11,19 @@ from __future__ import annotations
 import asyncio
 import base64
 import http.server
+import os
+import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
+
+from core.ports import FillJob
+from core.rules import RuleSet
+from handlers.settings import AwsSettings
+from pullthrough_adapters.aws.dispatch import fill_event
 
 LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
@@ -73,6 +81,39 @@ def _ensure_event_loop() -> None:
         asyncio.get_event_loop()
     except RuntimeError:
         asyncio.set_event_loop(asyncio.new_event_loop())
+
+
+class ThreadDispatcher:
+    """Starts the fill function's handler in a thread, as Lambda would start the function."""
+
+    def __init__(self, fill: LambdaHandler) -> None:
+        self._fill = fill
+
+    def dispatch(self, job: FillJob, lease_owner: str) -> None:
+        context = LocalContext(function_name="pullthrough-fill-local", deadline=time.monotonic() + 900)
+        threading.Thread(target=self._fill, args=(fill_event(job, lease_owner), context), daemon=True).start()
+
+
+def run(settings: AwsSettings, rules: RuleSet | None, host: str, port: int, log_level: str) -> None:
+    """Prepare the table, bucket and signing secret as the template would, store `rules`, and serve the registry
+    function's handler on host:port."""
+    # Powertools reads its configuration from the environment, as on Lambda, when its objects are created.
+    os.environ.update({
+        "POWERTOOLS_SERVICE_NAME": "pullthrough", "POWERTOOLS_METRICS_NAMESPACE": "Pullthrough",
+        "POWERTOOLS_LOG_LEVEL": log_level.upper(), "POWERTOOLS_TRACE_DISABLED": "true",  # no X-Ray daemon here
+    })  # fmt: skip
+    from handlers.composition.aws import ensure_resources, ensure_signing_secret, fill_handler, store_rules
+    from handlers.composition.aws_http import registry_handler
+
+    ensure_resources(settings)
+    if settings.auth == "token":
+        settings = replace(
+            settings, signing_keys_secret=ensure_signing_secret(settings, f"{settings.table}-signing-keys")
+        )
+    if rules is not None:
+        store_rules(settings, rules)
+    handler = registry_handler(settings, ThreadDispatcher(fill_handler(settings)))  # as at a cold start
+    serve(handler, host, port)
 
 
 def serve(handler: LambdaHandler, host: str, port: int) -> None:

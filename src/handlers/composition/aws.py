@@ -1,0 +1,173 @@
+"""Composition root of the serverless mode: S3, DynamoDB and Lambda, built once per Lambda container. The fill and
+refresh functions are built here; the two functions that serve HTTP (registry, admin) in aws_http, so that these
+two never import FastAPI at a cold start."""
+
+from __future__ import annotations
+
+import functools
+import json
+import secrets
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import boto3
+from botocore.config import Config
+
+from core.auth import Authenticator, TokenService
+from core.cache import PullThroughCache
+from core.ports import Metrics
+from core.refresh import Refresher
+from core.rules import ReloadingRules, RuleSet
+from handlers.composition.powertools import PowertoolsMetrics, instrumented, logger, metrics
+from handlers.presets import preset_rules, with_stored_rules
+from handlers.settings import TOKEN_SERVICE, AwsSettings
+from pullthrough_adapters.aws.dispatch import LambdaDispatcher
+from pullthrough_adapters.aws.dynamodb_metadata_store import TABLE_SCHEMA, DynamoMetadataStore
+from pullthrough_adapters.aws.events import EventBridgeEvents
+from pullthrough_adapters.aws.filler import FillDispatcher, LeasedFiller, complete_hand_over
+from pullthrough_adapters.aws.s3_blob_store import S3BlobStore
+from pullthrough_adapters.aws.signing_keys import SecretSigningKeys
+from pullthrough_adapters.upstream.addresses import AddressPolicy
+from pullthrough_adapters.upstream.client import HttpUpstreams
+
+RULES_RELOAD_SECONDS = 60.0
+LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
+
+
+class AwsClients:
+    def __init__(self, settings: AwsSettings) -> None:
+        self.session = boto3.session.Session()
+        retries = {"max_attempts": 3, "mode": "standard"}
+        # Presigned URLs must name the regional virtual-hosted endpoint on AWS; an emulator on 127.0.0.1 needs paths.
+        addressing = "path" if settings.endpoint_url else "virtual"
+        self.s3 = self.session.client(
+            "s3", config=Config(signature_version="s3v4", s3={"addressing_style": addressing}, retries=retries)
+        )
+        self.dynamodb = self.session.client("dynamodb", config=Config(retries=retries))
+
+    def lambda_client(self) -> Any:
+        return self.session.client("lambda")
+
+    def events_client(self) -> Any:
+        return self.session.client("events")
+
+    def credentials_expiry(self) -> float | None:
+        credentials = self.session.get_credentials()
+        expiry = getattr(credentials, "_expiry_time", None)
+        return expiry.timestamp() if expiry is not None else None
+
+
+@functools.cache
+def clients_for(settings: AwsSettings) -> AwsClients:
+    """One session and one set of clients per container: the cache, the authenticator and the event sink share them
+    (creating a client costs tens of milliseconds of cold start)."""
+    return AwsClients(settings)
+
+
+def table_store(settings: AwsSettings) -> DynamoMetadataStore:
+    return DynamoMetadataStore(clients_for(settings).dynamodb, settings.table)
+
+
+def blob_store(settings: AwsSettings) -> S3BlobStore:
+    clients = clients_for(settings)
+    return S3BlobStore(clients.s3, settings.bucket, presign_seconds=settings.presign_seconds,
+                       credentials_expiry=clients.credentials_expiry)  # fmt: skip
+
+
+def build_cache(settings: AwsSettings, metrics: Metrics, dispatcher: FillDispatcher | None = None) -> PullThroughCache:
+    """The cache of one container. `dispatcher` starts the fill function (default: an asynchronous invocation)."""
+    clients = clients_for(settings)
+    metadata, blobs = table_store(settings), blob_store(settings)
+    builtins = preset_rules(settings.builtin_rules)
+    rules = ReloadingRules(lambda: with_stored_rules(builtins, metadata.list_rules()), RULES_RELOAD_SECONDS)
+    dispatcher = dispatcher or LambdaDispatcher(clients.lambda_client, settings.fill_function)
+    filler = LeasedFiller(blobs, metadata, dispatcher, sync_max_bytes=settings.sync_fill_max_bytes)
+    upstreams = HttpUpstreams(AddressPolicy(settings.upstream.allow_private), settings.upstream.timeout_seconds)
+    return PullThroughCache(rules, metadata, blobs, upstreams, filler, metrics=metrics)
+
+
+def authenticator(settings: AwsSettings) -> Authenticator | None:
+    """Token mode (the template's default): pull keys in the table, signing keys in a Secrets Manager secret."""
+    if settings.auth != "token":
+        return None
+    if not settings.signing_keys_secret:
+        raise ValueError("token mode needs PULLTHROUGH_SIGNING_KEYS_SECRET")
+    signing = SecretSigningKeys(settings.signing_keys_secret)
+    return Authenticator(table_store(settings), TokenService(signing, service=TOKEN_SERVICE))
+
+
+# -- the functions without HTTP --------------------------------------------------------------------------------------
+
+
+def fill_handler(settings: AwsSettings) -> LambdaHandler:
+    """The blob fill function: copies one blob into S3 for up to 15 minutes, for a request that could not wait. The
+    request took the fill lease and handed it over (see pullthrough_adapters.aws.filler)."""
+    cache = build_cache(settings, PowertoolsMetrics())
+    metadata, blobs = table_store(settings), blob_store(settings)
+
+    def fill(event: dict[str, str], context: Any) -> dict[str, Any]:
+        order = cache.fill_order(event["name"], event["digest"])
+        size = complete_hand_over(order, blobs, metadata, event["lease_owner"])
+        if size is None:
+            logger.info("another filler holds the lease", extra={"digest": event["digest"]})
+        else:
+            metrics.add_metric(name="BlobFilledBytes", unit="Bytes", value=size)
+        return {"name": event["name"], "digest": event["digest"], "size": size}
+
+    return instrumented(fill)
+
+
+def refresh_handler(settings: AwsSettings) -> LambdaHandler:
+    """The scheduled refresh function: revalidates stale tags that clients pulled recently, so their next pull is a
+    hit. Bounded work per run (`refresh_limit` tags, least recently confirmed first); a tag it revalidated counts as
+    confirmed, so the next run carries on with the rest. Two runs at once share the per-tag leases: one HEAD a tag."""
+    counts = PowertoolsMetrics()
+    events = EventBridgeEvents(clients_for(settings).events_client())
+    refresher = Refresher(build_cache(settings, counts), table_store(settings), events, counts)
+    window_seconds = settings.refresh_window_days * 86400
+
+    def refresh(event: dict[str, Any], context: Any) -> dict[str, int]:
+        outcomes = refresher.refresh_stale(pulled_within_seconds=window_seconds, limit=settings.refresh_limit)
+        summary = Counter(outcome.status for outcome in outcomes)
+        for outcome in outcomes:
+            if outcome.status != "unchanged":
+                logger.info("refreshed", extra={"tag": f"{outcome.name}:{outcome.tag}", "status": outcome.status,
+                                                "digest": outcome.digest, "reason": outcome.reason})  # fmt: skip
+        statuses = ("unchanged", "updated", "deferred", "failed")
+        return {"revalidated": len(outcomes), **{status: summary[status] for status in statuses}}
+
+    return instrumented(refresh)
+
+
+# -- emulators and first runs ------------------------------------------------------------------------------------
+
+
+def ensure_resources(settings: AwsSettings) -> None:
+    """Create the table and bucket when missing, as the SAM template would: for emulators and first runs."""
+    clients = clients_for(settings)
+    existing_tables = clients.dynamodb.list_tables()["TableNames"]
+    if settings.table not in existing_tables:
+        clients.dynamodb.create_table(TableName=settings.table, BillingMode="PAY_PER_REQUEST", **TABLE_SCHEMA)
+        clients.dynamodb.get_waiter("table_exists").wait(TableName=settings.table)
+    existing_buckets = {bucket["Name"] for bucket in clients.s3.list_buckets()["Buckets"]}
+    if settings.bucket not in existing_buckets:
+        region = clients.s3.meta.region_name
+        location = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
+        clients.s3.create_bucket(Bucket=settings.bucket, **location)
+
+
+def ensure_signing_secret(settings: AwsSettings, name: str) -> str:
+    """The signing-keys secret the template would create, for emulators and first runs; its ARN."""
+    client = clients_for(settings).session.client("secretsmanager")
+    try:
+        return str(client.describe_secret(SecretId=name)["ARN"])
+    except client.exceptions.ResourceNotFoundException:
+        document = {"keys": [{"kid": "initial", "secret": secrets.token_hex(32)}]}
+        return str(client.create_secret(Name=name, SecretString=json.dumps(document))["ARN"])
+
+
+def store_rules(settings: AwsSettings, rules: RuleSet) -> None:
+    metadata = table_store(settings)
+    for rule in rules:
+        metadata.put_rule(rule)

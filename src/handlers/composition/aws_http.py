@@ -1,0 +1,69 @@
+"""The two functions that serve HTTP, behind API Gateway (HTTP API) and Mangum: the registry (the same FastAPI app
+as the local server) and the IAM-guarded rules admin API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+from mangum import Mangum
+
+from core.budget import MissBudget, MissBudgetPolicy
+from core.rules import Rule
+from handlers.composition.aws import LambdaHandler, authenticator, build_cache, table_store
+from handlers.composition.powertools import PowertoolsMetrics, instrumented, logger
+from handlers.http.admin import create_admin_app
+from handlers.http.registry import create_app
+from handlers.settings import AwsSettings
+from pullthrough_adapters.aws.filler import FillDispatcher
+from pullthrough_adapters.upstream.addresses import AddressPolicy
+from pullthrough_adapters.upstream.validation import validate_rule_now
+
+# Manifests are JSON: send them as text, so API Gateway relays the exact bytes without a base64 round trip.
+TEXT_MEDIA_TYPES = ["application/json", "text/", "application/vnd.oci.image.", "application/vnd.docker.distribution."]
+
+
+def registry_handler(settings: AwsSettings, dispatcher: FillDispatcher | None = None) -> LambdaHandler:
+    """Everything is built here, once per container (and captured in the SnapStart snapshot); `dispatcher` starts
+    the fill function (default: an asynchronous invocation)."""
+    cache = build_cache(settings, PowertoolsMetrics(), dispatcher)
+    budget = MissBudget(table_store(settings), MissBudgetPolicy(settings.miss_budget))
+    app = create_app(cache, authenticator(settings), token_realm=_token_realm(settings), budget=budget)
+    asgi = Mangum(app, lifespan="off", text_mime_types=TEXT_MEDIA_TYPES)
+
+    def registry(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        response: dict[str, Any] = asgi(event, context)
+        return response
+
+    return instrumented(registry, http=True)
+
+
+def admin_handler(settings: AwsSettings) -> LambdaHandler:
+    """The rules admin API, behind the IAM-authorized /admin/ routes of the HTTP API."""
+    addresses = AddressPolicy(settings.upstream.allow_private)
+
+    def validate(rule: Rule, image: str | None) -> dict[str, object]:
+        return validate_rule_now(rule, addresses, image).to_dict()
+
+    asgi = Mangum(create_admin_app(table_store(settings), validate), lifespan="off")
+
+    def admin(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        caller = event.get("requestContext", {}).get("authorizer", {}).get("iam")
+        logger.info("admin request", extra={"caller": caller})
+        response: dict[str, Any] = asgi(event, context)
+        return response
+
+    return instrumented(admin, http=True)
+
+
+def _token_realm(settings: AwsSettings) -> Any:
+    def realm(request: Request) -> str:
+        """The configured public URL, or the domain API Gateway received the request on (which it sets, not the
+        client's Host header): where clients get tokens."""
+        if settings.public_url:
+            return f"{settings.public_url}/token"
+        context = request.scope.get("aws.event", {}).get("requestContext", {})
+        scheme = "http" if request.headers.get("x-forwarded-proto") == "http" else "https"
+        return f"{scheme}://{context.get('domainName', 'localhost')}/token"
+
+    return realm

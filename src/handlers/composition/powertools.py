@@ -1,0 +1,39 @@
+"""Powertools, configured once for every function (service name, namespace and level come from the environment,
+as Powertools reads them)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.metrics import MetricUnit
+
+logger = Logger()
+# Wire-level debug lines hold raw headers (an upstream's redirect Location, with its signature): never wanted.
+for _name in ("httpx", "httpcore"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
+tracer = Tracer()
+# Powertools' own variable, with the template's value as the default: metrics need a namespace even when this module
+# was imported before the variable was set (an emulator, a test).
+metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "Pullthrough"))
+
+Handler = Callable[[Any, Any], Any]
+
+
+class PowertoolsMetrics:
+    """The core's Metrics port, published as CloudWatch EMF by Powertools at the end of each invocation."""
+
+    def count(self, name: str, value: float = 1.0) -> None:
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+
+
+def instrumented(handler: Handler, *, http: bool = False) -> Handler:
+    """A function's handler with the Lambda context in its logs (and, behind API Gateway, the request id as the
+    correlation id), traced, its metrics flushed at the end of each invocation."""
+    correlation = correlation_paths.API_GATEWAY_HTTP if http else None
+    wrapped = logger.inject_lambda_context(correlation_id_path=correlation)(handler)
+    return metrics.log_metrics(tracer.capture_lambda_handler(wrapped))

@@ -1,0 +1,1 @@
+"""Development tools: the deployed code paths, run on a developer's machine."""
