@@ -51,8 +51,6 @@ from core.singleflight import SingleFlight
 log = logging.getLogger(__name__)
 
 UPSTREAM_FAILURES = (Unavailable, TooManyRequests)
-# Writing the last-pull time on every request would make every hit a write; minute precision is plenty.
-PULL_RECORD_GRANULARITY_SECONDS = 60.0
 
 
 # A refresh leaves this share of the upstream's pull allowance (at least RESERVED_PULLS_MINIMUM) to clients.
@@ -76,11 +74,13 @@ def _check_tag(route: Route, tag: str) -> None:
 
 @dataclass(frozen=True, slots=True)
 class PullRecord:
-    """A pull to write down (the last-pull time of a tag), for the caller to do after answering."""
+    """A pull to write down (the last-pull time of a tag, or of a manifest pulled by digest), for the caller to do
+    after answering."""
 
     scope: str
     repository: str
-    tag: str
+    tag: str | None
+    digest: Digest | None
     pulled_at: float
 
 
@@ -137,17 +137,19 @@ class PullThroughCache:
         route = self.rules.route(name)
         ref = Reference.parse(reference)
         pull = None
+        asked_at = self._clock()
         if ref.digest is not None:
             record = self._cached_manifest(route, ref.digest)
+            if record is not None and _pull_due(route, record.pulled_at, asked_at):
+                pull = PullRecord(route.scope, route.repository, None, ref.digest, asked_at)
         else:
             assert ref.tag is not None
             _check_tag(route, ref.tag)
-            asked_at = self._clock()
             cached = self._metadata.get_tag(route.scope, route.repository, ref.tag)
             if cached is None or asked_at - cached.checked_at >= route.rule.tag_ttl_seconds:
                 return None
-            if asked_at - cached.pulled_at >= PULL_RECORD_GRANULARITY_SECONDS:
-                pull = PullRecord(route.scope, route.repository, ref.tag, asked_at)
+            if _pull_due(route, cached.pulled_at, asked_at):
+                pull = PullRecord(route.scope, route.repository, ref.tag, None, asked_at)
             record = cached.manifest
             if not accept.allows(record.media_type):
                 cached_child = lambda child: self._cached_manifest(route, child)  # noqa: E731
@@ -174,15 +176,21 @@ class PullThroughCache:
         return body
 
     def record_pull(self, pull: PullRecord) -> None:
-        self._metadata.record_pull(pull.scope, pull.repository, pull.tag, pull.pulled_at)
+        if pull.tag is not None:
+            self._metadata.record_pull(pull.scope, pull.repository, pull.tag, pull.pulled_at)
+        elif pull.digest is not None:
+            self._metadata.record_manifest_pull(pull.scope, pull.repository, pull.digest, pull.pulled_at)
 
     # -- manifests ------------------------------------------------------------------------------------------------
 
-    def manifest(self, name: str, reference: str, accept: Accept, *, with_body: bool) -> ServedManifest:
+    def manifest(
+        self, name: str, reference: str, accept: Accept, *, with_body: bool, pull: bool = True
+    ) -> ServedManifest:
+        """`pull`: a client's pull (the refresh reads manifests too, and that keeps nothing alive)."""
         route = self.rules.route(name)
         ref = Reference.parse(reference)
         if ref.digest is not None:  # served as it is, whatever the client accepts: the spec's MUST
-            record, warning = self._manifest_by_digest(route, ref.digest), None
+            record, warning = self._manifest_by_digest(route, ref.digest, pulled=pull), None
         else:
             assert ref.tag is not None
             _check_tag(route, ref.tag)
@@ -196,11 +204,16 @@ class PullThroughCache:
         data = self._read_manifest(route, record) if with_body else None
         return ServedManifest(record, data, warning)
 
-    def _manifest_by_digest(self, route: Route, digest: Digest, *, confirmed: bool = False) -> ManifestRecord:
-        """`confirmed`: the upstream has just said this repository has it (a tag's HEAD named it)."""
+    def _manifest_by_digest(
+        self, route: Route, digest: Digest, *, confirmed: bool = False, pulled: bool = False
+    ) -> ManifestRecord:
+        """`confirmed`: the upstream has just said this repository has it (a tag's HEAD named it). `pulled`: a
+        client asked for it by digest: that is a pull, recorded."""
         record = self._cached_manifest(route, digest)
         if record is not None:
             self._metrics.count("ManifestHit")
+            if pulled and _pull_due(route, record.pulled_at, self._clock()):
+                self._metadata.record_manifest_pull(route.scope, route.repository, digest, self._clock())
             return record
         upstream = self._upstream(route)
         self._metrics.count("ManifestMiss")
@@ -209,9 +222,9 @@ class PullThroughCache:
             stored = self._blobs.read(digest)
             if stored is not None:  # cached for another repository: linked once this one's upstream has it too
                 media_type = None if confirmed else upstream.head_manifest(route.repository, str(digest)).media_type
-                return self._link_manifest(route, digest, stored, media_type)
+                return self._link_manifest(route, digest, stored, media_type, pulled=pulled)
             fetched = upstream.get_manifest(route.repository, str(digest))
-            return self._store_manifest(route, fetched.data, fetched.content_type, digest)
+            return self._store_manifest(route, fetched.data, fetched.content_type, digest, pulled=pulled)
 
         key = f"manifest/{route.scope}/{route.repository}/{digest}"
         return self._flights.run(key, fetch, lambda: self._cached_manifest(route, digest))
@@ -224,7 +237,7 @@ class PullThroughCache:
         asked_at = self._clock()
         cached = self._metadata.get_tag(route.scope, route.repository, tag)
         if cached is not None and asked_at - cached.checked_at < route.rule.tag_ttl_seconds:
-            if asked_at - cached.pulled_at >= PULL_RECORD_GRANULARITY_SECONDS:
+            if _pull_due(route, cached.pulled_at, asked_at):
                 self._metadata.record_pull(route.scope, route.repository, tag, asked_at)
             self._metrics.count("TagHit")
             return cached.manifest, None
@@ -297,19 +310,23 @@ class PullThroughCache:
         if self._cached_manifest(route, digest) is None:
             raise PullsReserved(f"the upstream allows {rate_limit.remaining} more pulls for now")
 
-    def _store_manifest(self, route: Route, data: bytes, content_type: str | None, digest: Digest) -> ManifestRecord:
+    def _store_manifest(
+        self, route: Route, data: bytes, content_type: str | None, digest: Digest, *, pulled: bool = False
+    ) -> ManifestRecord:
         media_type = detect_media_type(data, content_type)  # before storing: only registry types are kept
         store_bytes(self._blobs, digest, data)  # DigestMismatch if the bytes are not what the digest says
-        return self._record_manifest(route, ManifestRecord(digest, media_type, len(data)), data)
+        return self._record_manifest(route, ManifestRecord(digest, media_type, len(data)), data, pulled=pulled)
 
-    def _link_manifest(self, route: Route, digest: Digest, data: bytes, content_type: str | None) -> ManifestRecord:
+    def _link_manifest(
+        self, route: Route, digest: Digest, data: bytes, content_type: str | None, *, pulled: bool
+    ) -> ManifestRecord:
         record = ManifestRecord(digest, detect_media_type(data, content_type), len(data))
-        return self._record_manifest(route, record, data)
+        return self._record_manifest(route, record, data, pulled=pulled)
 
-    def _record_manifest(self, route: Route, record: ManifestRecord, data: bytes) -> ManifestRecord:
+    def _record_manifest(self, route: Route, record: ManifestRecord, data: bytes, *, pulled: bool) -> ManifestRecord:
         if not record.is_index:  # the sizes its blobs must have, for the fills that follow
             self._declared.remember(route.scope, route.repository, blob_sizes(parse_manifest(data)))
-        self._metadata.put_manifest(route.scope, route.repository, record)
+        self._metadata.put_manifest(route.scope, route.repository, record, pulled=pulled)
         return record
 
     def _read_manifest(self, route: Route, record: ManifestRecord) -> bytes:
@@ -362,7 +379,10 @@ class PullThroughCache:
                 stored_size = located.size if isinstance(located, LocalBlob) else upstream_size
                 if stored_size is not None:
                     self._metadata.put_blob(route.scope, route.repository, digest, stored_size)
-                    return located
+                    # The lifecycle may have deleted the bytes since they were found: this link is then forgotten
+                    # by the sweep that deleted them, or filled again here.
+                    if self._blobs.exists(digest):
+                        return located
             if upstream_size is not None and head:
                 return SizeOnly(upstream_size)
         order = self.fill_order(name, digest_text)
@@ -415,6 +435,10 @@ class PullThroughCache:
         return GuardedUpstream(
             self._upstreams.for_rule(rule), self._metadata, rule.upstream_base, rule.scope, self._clock
         )
+
+
+def _pull_due(route: Route, last_pull: float | None, now: float) -> bool:
+    return last_pull is None or now - last_pull >= route.rule.pull_record_seconds
 
 
 def _sizes_agree(body: BlobBody, size: int | None) -> bool:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
 from core.digest import Digest
@@ -57,6 +57,8 @@ class ManifestRecord:
     digest: Digest
     media_type: str
     size: int
+    # the last pull by digest (None: never pulled by digest), as read from the store; not part of its identity
+    pulled_at: float | None = field(default=None, compare=False)
 
     @property
     def is_index(self) -> bool:
@@ -107,6 +109,10 @@ class BlobStore(Protocol):
     def locate(self, digest: Digest, *, head: bool) -> BlobBody | None:
         """How a client gets the bytes: a local file, or a redirect signed for GET or for HEAD."""
 
+    def delete(self, digests: Sequence[Digest]) -> None:
+        """Remove the bytes (in batches where the backend has them); absent ones are no error. Only the lifecycle
+        sweep calls this, and only for digests no record has referenced for its grace period."""
+
 
 class TagStore(Protocol):
     """Tags per scope (rule) and repository: what they point at, when the upstream confirmed it, when pulled."""
@@ -133,7 +139,11 @@ class ContentIndex(Protocol):
 
     def get_manifest(self, scope: str, repository: str, digest: Digest) -> ManifestRecord | None: ...
 
-    def put_manifest(self, scope: str, repository: str, record: ManifestRecord) -> None: ...
+    def put_manifest(self, scope: str, repository: str, record: ManifestRecord, *, pulled: bool = False) -> None:
+        """Record it (now: its link time), and, `pulled`, as pulled by digest now."""
+
+    def record_manifest_pull(self, scope: str, repository: str, digest: Digest, pulled_at: float) -> None:
+        """A pull by digest (the last-pull time only moves forward)."""
 
     def get_blob(self, scope: str, repository: str, digest: Digest) -> int | None:
         """The size of a blob cached for this repository, or None."""
@@ -176,6 +186,87 @@ class Counters(Protocol):
 
     def get_counter(self, key: str) -> int:
         """The counter's value; 0 when it does not exist or expired."""
+
+
+MANIFEST, BLOB = "manifest", "blob"
+
+
+@dataclass(frozen=True, slots=True)
+class TagEntry:
+    tag: str
+    digest: Digest
+    checked_at: float
+    pulled_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ContentEntry:
+    """A manifest or blob recorded for one repository."""
+
+    kind: str  # MANIFEST or BLOB
+    digest: Digest
+    size: int
+    linked_at: float  # when this repository's record was written
+    pulled_at: float | None = None  # manifests: the last pull by digest, if any
+
+
+@dataclass(frozen=True, slots=True)
+class ContentRef:
+    scope: str
+    repository: str
+    kind: str
+
+
+@dataclass(frozen=True, slots=True)
+class Orphan:
+    """Bytes no record references any more, since `since`: deleted once that is longer ago than the grace period."""
+
+    digest: Digest
+    size: int
+    since: float
+
+
+class Lifecycle(Protocol):
+    """What the lifecycle sweep reads and forgets, in bounded pieces: a repository at a time, orphans by page."""
+
+    def repositories(self, after: str | None, limit: int) -> list[tuple[str, str]]:
+        """(scope, repository) with any record, in a stable order, those after the cursor `after` (a value of
+        `cursor_of`)."""
+
+    def repository_tags(self, scope: str, repository: str) -> list[TagEntry]: ...
+
+    def repository_content(self, scope: str, repository: str) -> list[ContentEntry]: ...
+
+    def forget_tag(self, scope: str, repository: str, tag: str, *, pulled_before: float, checked_before: float) -> bool:
+        """Delete the tag record only if it was pulled and confirmed before those times (a pull or a refresh since
+        the sweep looked keeps it); whether it did."""
+
+    def forget_content(
+        self, scope: str, repository: str, entry: ContentEntry, *, pulled_before: float, linked_before: float
+    ) -> bool:
+        """Delete the record only if not linked (nor, a manifest, pulled by digest) since; whether it did."""
+
+    def references(self, digest: Digest) -> list[ContentRef]:
+        """Every record of the digest, in any scope and repository."""
+
+    def referenced(self, digests: Sequence[Digest]) -> set[Digest]:
+        """Those of `digests` some record still holds: `references` for many, in few calls."""
+
+    def add_orphan(self, orphan: Orphan) -> None:
+        """Remember it (an orphan already known keeps its first `since`)."""
+
+    def orphans(self, after: Digest | None, limit: int) -> list[Orphan]: ...
+
+    def drop_orphans(self, digests: Sequence[Digest]) -> None: ...
+
+    def get_cursor(self, name: str) -> str | None:
+        """Where a sweep that stopped at its budget goes on (None: from the start)."""
+
+    def put_cursor(self, name: str, value: str | None) -> None: ...
+
+
+def cursor_of(scope: str, repository: str) -> str:
+    return f"{scope}#{repository}"
 
 
 class UpstreamGuardState(Breakers, Counters, Leases, Protocol):
@@ -284,12 +375,31 @@ class SyncEvent:
         return {key: value for key, value in fields.items() if value is not None}
 
 
+@dataclass(frozen=True, slots=True)
+class ImageExpired:
+    """An image the lifecycle sweep forgot, shaped like ECR's "ECR Image Action" event for a lifecycle deletion."""
+
+    repository_name: str  # as clients name it, rule prefix included
+    image_digest: str
+    image_tag: str | None  # None: a manifest pulled by digest only
+
+    DETAIL_TYPE: ClassVar[str] = "ECR Image Action"
+
+    def detail(self) -> dict[str, str]:
+        fields = {"action-type": "DELETE", "result": "SUCCESS", "repository-name": self.repository_name,
+                  "image-digest": self.image_digest, "image-tag": self.image_tag}  # fmt: skip
+        return {key: value for key, value in fields.items() if value is not None}
+
+
+Event = SyncEvent | ImageExpired
+
+
 class EventSink(Protocol):
-    def publish(self, event: SyncEvent) -> None: ...
+    def publish(self, event: Event) -> None: ...
 
 
 class NoEvents:
-    def publish(self, event: SyncEvent) -> None:
+    def publish(self, event: Event) -> None:
         pass
 
 

@@ -120,7 +120,7 @@ class Refresher:
             body.stored()
 
     def _manifest(self, name: str, digest: Digest) -> Manifest:
-        served = self._cache.manifest(name, str(digest), ANY_MANIFEST, with_body=True)
+        served = self._cache.manifest(name, str(digest), ANY_MANIFEST, with_body=True, pull=False)
         assert served.data is not None
         return Manifest(served.data, served.record.media_type, served.record.digest)
 

@@ -12,11 +12,13 @@ from dataclasses import dataclass, fields
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from core.durations import format_duration, parse_duration
 from core.errors import Denied, NameUnknown
 from core.reference import validate_name
 
 DEFAULT_TAG_TTL_SECONDS = 24 * 60 * 60  # ECR's fixed window; here it is only the default
 DEFAULT_MAX_BLOB_BYTES = 52_000 * 1024 * 1024  # ECR's layer size limit: no real image needs more
+PULL_RECORD_SECONDS = 60.0
 # What clients call Docker Hub (`ns=docker.io`) and where its registry API lives.
 DOCKER_HUB_ALIASES = {"docker.io": "registry-1.docker.io", "index.docker.io": "registry-1.docker.io"}
 
@@ -49,6 +51,10 @@ class Rule:
     allowed_tags: str | None = None  # a regular expression tags must match in full
     # No upstream blob larger than this is fetched: a hostile or broken upstream cannot fill the disk.
     max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES
+    # An image nobody pulled for this long is forgotten by the lifecycle sweep; None keeps everything forever.
+    expire_unpulled: int | None = None
+    # Pinned: "repository:tag" globs (or "re:" and a regular expression) that never expire.
+    keep: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         try:
@@ -65,6 +71,14 @@ class Rule:
             raise RuleInvalid(f"rule {self.prefix!r}: tag_ttl_seconds must be >= 0")
         if self.max_blob_bytes < 1:
             raise RuleInvalid(f"rule {self.prefix!r}: max_blob_bytes must be >= 1")
+        if self.expire_unpulled is not None and self.expire_unpulled < 1:
+            raise RuleInvalid(f"rule {self.prefix!r}: expire_unpulled must be at least a second")
+        for pattern in self.keep:
+            if pattern.startswith("re:"):
+                try:
+                    re.compile(pattern[3:])
+                except re.error as exc:
+                    raise RuleInvalid(f"rule {self.prefix!r}: keep {pattern!r} is not a regular expression") from exc
         if self.max_stale_seconds is not None and self.max_stale_seconds < 0:
             raise RuleInvalid(f"rule {self.prefix!r}: max_stale_seconds must be >= 0")
         for platform in self.prefetch_platforms:
@@ -90,6 +104,8 @@ class Rule:
             value = getattr(self, item.name)
             if value != item.default:
                 document[item.name] = list(value) if isinstance(value, tuple) else value
+        if self.expire_unpulled is not None:
+            document["expire_unpulled"] = format_duration(self.expire_unpulled)  # 90d reads better than 7776000
         return document
 
     @classmethod
@@ -99,6 +115,11 @@ class Rule:
         if unknown:
             raise RuleInvalid(f"unknown rule settings: {sorted(unknown)}")
         values: dict[str, Any] = {key: tuple(v) if isinstance(v, list) else v for key, v in document.items()}
+        try:
+            if isinstance(values.get("expire_unpulled"), str):
+                values["expire_unpulled"] = parse_duration(values["expire_unpulled"])
+        except ValueError as exc:
+            raise RuleInvalid(f"rule {document.get('prefix')!r}: expire_unpulled: {exc}") from exc
         try:
             return cls(**values)
         except TypeError as exc:
@@ -137,6 +158,26 @@ class Rule:
 
     def tag_allowed(self, tag: str) -> bool:
         return self.allowed_tags is None or re.fullmatch(self.allowed_tags, tag) is not None
+
+    @property
+    def pull_record_seconds(self) -> float:
+        """How stale a recorded last-pull time may be. Writing it on every request would make every hit a write:
+        a minute is plenty, or a tenth of expire_unpulled when that is shorter, so no image expires late by more."""
+        if self.expire_unpulled is None:
+            return PULL_RECORD_SECONDS
+        return min(PULL_RECORD_SECONDS, self.expire_unpulled / 10)
+
+    def pinned(self, repository: str, tag: str) -> bool:
+        """Whether `keep` pins repository:tag (the repository as the upstream names it). A glob without a tag part
+        pins every tag of the repositories it matches."""
+        image = f"{repository}:{tag}"
+        for pattern in self.keep:
+            if pattern.startswith("re:"):
+                if re.fullmatch(pattern[3:], image):
+                    return True
+            elif fnmatch.fnmatchcase(image, pattern if ":" in pattern else f"{pattern}:*"):
+                return True
+        return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +238,9 @@ class RuleSet:
 
     def by_prefix(self, prefix: str) -> Rule | None:
         return next((rule for rule in self if rule.prefix == prefix), None)
+
+    def by_scope(self, scope: str) -> Rule | None:
+        return next((rule for rule in self if rule.scope == scope), None)
 
     def current(self) -> RuleSet:
         return self

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 
 from core.rules import ROOT_PREFIX, Rule, RuleInvalid, RuleSet
 
@@ -30,10 +31,11 @@ def with_stored_rules(builtins: Iterable[Rule], stored: Iterable[Rule]) -> RuleS
     return RuleSet(by_prefix.values())
 
 
-def preset_rules(names: str) -> list[Rule]:
-    """Rules for a comma-separated list of preset names (how the SAM template enables built-in upstreams)."""
+def preset_rules(names: str, expire_unpulled: int | None = None) -> list[Rule]:
+    """Rules for a comma-separated list of preset names (how the SAM template enables built-in upstreams), with the
+    template's expiry for built-in rules."""
     chosen = [name.strip() for name in names.split(",") if name.strip()]
     unknown = [name for name in chosen if name not in PRESETS]
     if unknown:
         raise RuleInvalid(f"unknown upstream presets {unknown}; known: {sorted(PRESETS)}")
-    return [PRESETS[name] for name in chosen]
+    return [replace(PRESETS[name], expire_unpulled=expire_unpulled) for name in chosen]

@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from core.durations import parse_duration
 from core.rules import DEFAULT_MAX_BLOB_BYTES, DEFAULT_TAG_TTL_SECONDS, Rule, RuleInvalid, RuleSet
 from handlers.presets import BUILTIN_RULES
 
@@ -30,6 +31,13 @@ class RuleConfig(BaseModel):
     deny: list[str] = Field(default_factory=list)
     allowed_tags: str | None = None
     max_blob_bytes: int = Field(default=DEFAULT_MAX_BLOB_BYTES, ge=1)
+    expire_unpulled: int | None = None  # written as 90d, 12h, 30s (or seconds); none: keep forever
+    keep: list[str] = Field(default_factory=list)
+
+    @field_validator("expire_unpulled", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        return parse_duration(value) if isinstance(value, str) else value
 
     def to_rule(self) -> Rule:
         return Rule.from_dict(self.model_dump(exclude_defaults=True) | {"prefix": self.prefix})

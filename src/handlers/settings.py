@@ -11,9 +11,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from core.durations import parse_duration
+
 TOKEN_SERVICE = "pullthrough"  # the `service` of the cache's own registry tokens
 DEFAULT_MISS_BUDGET = 600  # upstream misses per client per minute
 DEFAULT_UPSTREAM_TIMEOUT_SECONDS = 30.0
+# How long orphaned bytes are kept before deletion. Locally a reader that opened a file keeps reading it after the
+# unlink: the grace covers only the moment between finding a blob and opening it. On AWS a presigned URL handed out
+# before lives up to PresignExpirySeconds (at most an hour) and a fill up to 15 minutes.
+LOCAL_GRACE_SECONDS = 60
+LOCAL_SWEEP_INTERVAL_SECONDS = 3600
+AWS_GRACE_SECONDS = 7200
 
 AuthMode = Literal["token", "none"]
 
@@ -54,6 +62,9 @@ class LocalSettings:
     miss_budget: int = DEFAULT_MISS_BUDGET
     upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
     log_level: str = "info"
+    max_cache_size: int | None = None  # bytes; over it, the least recently pulled images are evicted
+    gc_grace_seconds: int = LOCAL_GRACE_SECONDS
+    gc_interval_seconds: int = LOCAL_SWEEP_INTERVAL_SECONDS
 
     WORKER_ENVIRONMENT = "PULLTHROUGH_SERVE_SETTINGS"
 
@@ -75,6 +86,9 @@ class LocalSettings:
             miss_budget=document["miss_budget"],
             upstream=UpstreamSettings(**document["upstream"]),
             log_level=document["log_level"],
+            max_cache_size=document["max_cache_size"],
+            gc_grace_seconds=document["gc_grace_seconds"],
+            gc_interval_seconds=document["gc_interval_seconds"],
         )
 
 
@@ -84,6 +98,7 @@ class AwsSettings:
     bucket: str = ""
     fill_function: str | None = None
     builtin_rules: str = ""  # comma-separated preset names (the BuiltinUpstreams parameter)
+    builtin_expire_unpulled: int | None = None  # applied to the built-in rules (BuiltinExpireUnpulled)
     sync_fill_max_bytes: int = 64 << 20
     presign_seconds: int = 600
     auth: AuthMode = "token"
@@ -92,6 +107,8 @@ class AwsSettings:
     miss_budget: int = DEFAULT_MISS_BUDGET
     refresh_window_days: float = 30.0
     refresh_limit: int = 500
+    sweep_grace_seconds: int = AWS_GRACE_SECONDS
+    sweep_repositories_per_run: int = 10000
     endpoint_url: str | None = None  # set when S3 and DynamoDB are emulated (moto), never on AWS
     upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
 
@@ -101,6 +118,7 @@ class AwsSettings:
         auth = env.get("PULLTHROUGH_AUTH", "token")
         if auth not in ("token", "none"):
             raise ValueError(f"PULLTHROUGH_AUTH must be token or none, not {auth!r}")
+        builtin_expiry = env.get("PULLTHROUGH_BUILTIN_EXPIRE_UNPULLED")
         return cls(
             table=env["PULLTHROUGH_TABLE_NAME"],
             bucket=env.get("PULLTHROUGH_BUCKET_NAME", ""),
@@ -114,6 +132,9 @@ class AwsSettings:
             miss_budget=int(env.get("PULLTHROUGH_MISS_BUDGET", DEFAULT_MISS_BUDGET)),
             refresh_window_days=float(env.get("PULLTHROUGH_REFRESH_WINDOW_DAYS", 30)),
             refresh_limit=int(env.get("PULLTHROUGH_REFRESH_LIMIT", 500)),
+            builtin_expire_unpulled=parse_duration(builtin_expiry) if builtin_expiry else None,
+            sweep_grace_seconds=int(env.get("PULLTHROUGH_SWEEP_GRACE_SECONDS", AWS_GRACE_SECONDS)),
+            sweep_repositories_per_run=int(env.get("PULLTHROUGH_SWEEP_REPOSITORIES_PER_RUN", 10000)),
             endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
             upstream=UpstreamSettings(allow_private=env.get("PULLTHROUGH_ALLOW_PRIVATE_UPSTREAMS") == "1"),
         )

@@ -73,3 +73,12 @@ class BlobStoreContract:
                 assert located.size == len(DATA)
                 with open(located.path, "rb") as file:
                     assert file.read() == DATA
+
+    def test_delete_removes_bytes_and_absent_ones_are_no_error(self, store: BlobStore):
+        kept, gone = Digest.of(b"kept"), Digest.of(b"gone")
+        store_bytes(store, kept, b"kept")
+        store_bytes(store, gone, b"gone")
+        store.delete([gone, Digest.of(b"never stored")])
+        assert not store.exists(gone) and store.read(gone) is None
+        assert store.read(kept) == b"kept"
+        store.delete([])

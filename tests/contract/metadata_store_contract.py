@@ -7,19 +7,27 @@ from core.auth import KeyStore
 from core.digest import Digest
 from core.mediatypes import OCI_INDEX, OCI_MANIFEST
 from core.ports import (
+    BLOB,
+    MANIFEST,
     Breakers,
     CacheMetadata,
+    ContentEntry,
     ContentIndex,
+    ContentRef,
     Counters,
     Leases,
     ManifestRecord,
+    Orphan,
+    TagEntry,
     TagRecord,
     TagStore,
+    cursor_of,
 )
 from core.rules import RuleStore
 
 D1 = Digest.of(b"one")
 D2 = Digest.of(b"two")
+D3 = Digest.of(b"three")
 
 
 def tag_record(digest: Digest = D1, checked_at: float = 100.0, pulled_at: float = 100.0) -> TagRecord:
@@ -220,5 +228,106 @@ class RuleStoreContract:
         assert store.list_rules() == [Rule("hub", "https://other.example")]
 
 
+class LifecycleContract:
+    """What the lifecycle sweep reads and forgets: a repository at a time, orphans and repositories by page."""
+
+    def test_a_repositorys_tags_and_content_with_their_times(self, store: CacheMetadata, clock):
+        store.put_tag("s", "app", "v1", tag_record(D1, checked_at=10.0, pulled_at=20.0))
+        store.put_manifest("s", "app", ManifestRecord(D1, OCI_MANIFEST, 5), pulled=True)
+        clock.advance(5)
+        store.put_manifest("s", "app", ManifestRecord(D2, OCI_INDEX, 6))
+        store.put_blob("s", "app", D3, 7)
+        store.put_blob("s", "other", D3, 7)
+        assert store.repository_tags("s", "app") == [TagEntry("v1", D1, 10.0, 20.0)]
+        content = sorted(store.repository_content("s", "app"), key=lambda entry: (entry.kind, str(entry.digest)))
+        assert content == sorted([
+            ContentEntry(MANIFEST, D1, 5, clock() - 5, clock() - 5), ContentEntry(MANIFEST, D2, 6, clock(), None),
+            ContentEntry(BLOB, D3, 7, clock()),
+        ], key=lambda entry: (entry.kind, str(entry.digest)))  # fmt: skip
+        assert store.repository_content("t", "app") == [] and store.repository_tags("s", "nope") == []
+
+    def test_a_manifest_pull_by_digest_is_recorded_and_only_moves_forward(self, store: CacheMetadata, clock):
+        store.put_manifest("s", "app", ManifestRecord(D1, OCI_MANIFEST, 5))
+        assert store.get_manifest("s", "app", D1).pulled_at is None
+        store.record_manifest_pull("s", "app", D1, 300.0)
+        store.record_manifest_pull("s", "app", D1, 200.0)
+        assert store.get_manifest("s", "app", D1).pulled_at == 300.0
+        store.put_manifest("s", "app", ManifestRecord(D1, OCI_MANIFEST, 5))  # linked again: its pull time stays
+        assert store.get_manifest("s", "app", D1).pulled_at == 300.0
+
+    def test_forgetting_spares_what_was_pulled_or_linked_since(self, store: CacheMetadata, clock):
+        store.put_tag("s", "app", "old", tag_record(D1, checked_at=10.0, pulled_at=20.0))
+        store.put_tag("s", "app", "pulled", tag_record(D1, checked_at=10.0, pulled_at=500.0))
+        assert store.forget_tag("s", "app", "old", pulled_before=100.0, checked_before=100.0)
+        assert not store.forget_tag("s", "app", "pulled", pulled_before=100.0, checked_before=100.0)
+        assert not store.forget_tag("s", "app", "gone", pulled_before=100.0, checked_before=100.0)
+        assert [tag.tag for tag in store.repository_tags("s", "app")] == ["pulled"]
+        store.put_blob("s", "app", D3, 7)
+        store.put_manifest("s", "app", ManifestRecord(D2, OCI_MANIFEST, 5), pulled=True)
+        blob, manifest = ContentEntry(BLOB, D3, 7, clock()), ContentEntry(MANIFEST, D2, 5, clock(), clock())
+        assert not store.forget_content("s", "app", blob, pulled_before=clock() + 1, linked_before=clock())
+        assert not store.forget_content("s", "app", manifest, pulled_before=clock(), linked_before=clock() + 1)
+        assert store.forget_content("s", "app", blob, pulled_before=clock() + 1, linked_before=clock() + 1)
+        assert store.forget_content("s", "app", manifest, pulled_before=clock() + 1, linked_before=clock() + 1)
+        assert store.get_blob("s", "app", D3) is None and store.get_manifest("s", "app", D2) is None
+
+    def test_references_follow_links_and_forgetting(self, store: CacheMetadata, clock):
+        assert store.references(D3) == []
+        store.put_blob("s", "app", D3, 7)
+        store.put_blob("t", "other", D3, 7)
+        store.put_manifest("s", "app", ManifestRecord(D3, OCI_MANIFEST, 7))
+        assert sorted(store.references(D3), key=str) == sorted(
+            [ContentRef("s", "app", BLOB), ContentRef("t", "other", BLOB), ContentRef("s", "app", MANIFEST)], key=str
+        )
+        later = clock() + 1
+        for scope, repository, kind in (("s", "app", BLOB), ("t", "other", BLOB), ("s", "app", MANIFEST)):
+            store.forget_content(scope, repository, ContentEntry(kind, D3, 7, 0.0), pulled_before=later,
+                                 linked_before=later)  # fmt: skip
+        assert store.references(D3) == []
+
+    def test_referenced_answers_for_many_digests_at_once(self, store: CacheMetadata, clock):
+        many = [Digest.of(str(n).encode()) for n in range(450)]  # more than one batch of every backend
+        for digest in many[::7]:
+            store.put_blob("s", "app", digest, 1)
+        store.put_manifest("t", "other", ManifestRecord(many[1], OCI_MANIFEST, 1))
+        assert store.referenced(many) == set(many[::7]) | {many[1]}
+        later = clock() + 1
+        store.forget_content("s", "app", ContentEntry(BLOB, many[0], 1, 0.0), pulled_before=later, linked_before=later)
+        assert many[0] not in store.referenced(many) and store.referenced([]) == set()
+
+    def test_repositories_come_in_pages_after_a_cursor(self, store: CacheMetadata):
+        for repository in ("a", "b/c", "d", "e"):
+            store.put_tag("s", repository, "v1", tag_record())
+        store.put_manifest("t", "only-manifests", ManifestRecord(D1, OCI_MANIFEST, 1))
+        first = store.repositories(None, 2)
+        assert first == [("s", "a"), ("s", "b/c")]
+        rest = store.repositories(cursor_of(*first[-1]), 10)
+        assert rest == [("s", "d"), ("s", "e"), ("t", "only-manifests")]
+        assert store.repositories(cursor_of(*rest[-1]), 10) == []
+
+    def test_orphans_keep_their_first_time_and_come_in_pages(self, store: CacheMetadata):
+        store.add_orphan(Orphan(D1, 10, 100.0))
+        store.add_orphan(Orphan(D1, 10, 200.0))  # known already
+        store.add_orphan(Orphan(D2, 20, 150.0))
+        store.add_orphan(Orphan(D3, 30, 150.0))
+        everything = sorted([Orphan(D1, 10, 100.0), Orphan(D2, 20, 150.0), Orphan(D3, 30, 150.0)], key=_by_digest)
+        first = store.orphans(None, 2)
+        assert first == everything[:2]
+        assert store.orphans(first[-1].digest, 10) == everything[2:]
+        store.drop_orphans([D1, D3])
+        assert store.orphans(None, 10) == [Orphan(D2, 20, 150.0)]
+
+    def test_cursors_are_kept_until_cleared(self, store: CacheMetadata):
+        assert store.get_cursor("sweep") is None
+        store.put_cursor("sweep", "s#app")
+        assert store.get_cursor("sweep") == "s#app"
+        store.put_cursor("sweep", None)
+        assert store.get_cursor("sweep") is None
+
+
+def _by_digest(orphan: Orphan) -> str:
+    return str(orphan.digest)
+
+
 METADATA_CONTRACTS = (TagStoreContract, ContentIndexContract, LeasesContract, BreakersContract, CountersContract,
-                      KeyStoreContract, RuleStoreContract)  # fmt: skip
+                      KeyStoreContract, RuleStoreContract, LifecycleContract)  # fmt: skip

@@ -14,7 +14,7 @@ from core.mediatypes import OCI_MANIFEST
 from core.ports import ManifestRecord
 from pullthrough_adapters.local.blob_store import FileBlobStore
 from pullthrough_adapters.local.filler import TeeFiller
-from pullthrough_adapters.local.metadata_store import SqliteMetadataStore
+from pullthrough_adapters.local.metadata_store import SCHEMA_VERSION, SqliteMetadataStore
 from tests.contract.blob_filler_contract import BlobFillerContract, Parts
 from tests.contract.blob_store_contract import BlobStoreContract
 from tests.contract.metadata_store_contract import D1, D2, METADATA_CONTRACTS, tag_record
@@ -72,7 +72,31 @@ class TestSqliteMetadataStore(*METADATA_CONTRACTS):
         assert store.get_manifest("s", "library/other", D1) is None
         # blob records had no repository: gone, to be confirmed again per repository (the bytes stay)
         assert store.get_blob("s", "library/app", D2) is None
-        assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone() == (1,)
+        assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+
+    def test_a_version_1_database_gets_link_and_pull_times_of_the_upgrade(self, tmp_path: Path, clock):
+        """Content from before link and pull times were kept counts as linked and pulled at the upgrade: nothing
+        expires sooner than a full expire_unpulled after it, and tags keep their own pull times."""
+        path = tmp_path / "metadata.sqlite3"
+        _write_version_0(path)
+        db = sqlite3.connect(path)  # version 1: content per repository, no times
+        db.executescript("""
+            DROP TABLE manifests; DROP TABLE blobs; DROP TABLE backoffs;
+            CREATE TABLE manifests (scope TEXT NOT NULL, repository TEXT NOT NULL, digest TEXT NOT NULL,
+                media_type TEXT NOT NULL, size INTEGER NOT NULL, PRIMARY KEY (scope, repository, digest)) WITHOUT ROWID;
+            CREATE TABLE blobs (scope TEXT NOT NULL, repository TEXT NOT NULL, digest TEXT NOT NULL,
+                size INTEGER NOT NULL, PRIMARY KEY (scope, repository, digest)) WITHOUT ROWID;
+            PRAGMA user_version = 1;
+        """)
+        db.execute("INSERT INTO manifests VALUES ('s', 'library/app', ?, ?, 42)", (str(D1), OCI_MANIFEST))
+        db.execute("INSERT INTO blobs VALUES ('s', 'library/app', ?, 7)", (str(D2),))
+        db.commit()
+        db.close()
+        store = SqliteMetadataStore(path, clock=clock)
+        assert store.get_tag("s", "library/app", "v1") == tag_record(D1, 10.0, 20.0)  # its pull time kept
+        content = {entry.digest: entry for entry in store.repository_content("s", "library/app")}
+        assert content[D1].linked_at == content[D1].pulled_at == clock()
+        assert content[D2].linked_at == clock() and store.get_blob("s", "library/app", D2) == 7
 
 
 def _open_store(path: Path) -> None:

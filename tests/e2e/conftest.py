@@ -40,8 +40,10 @@ def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
         yield server
 
 
-def lambda_server(workdir: Path, moto: MotoServer, rules: list[dict[str, object]], sync_max: int) -> PullthroughServer:
-    name = f"pt-{uuid.uuid4().hex[:12]}"  # a fresh table and bucket: every test starts cold
+def lambda_server(
+    workdir: Path, moto: MotoServer, rules: list[dict[str, object]], sync_max: int, name: str | None = None
+) -> PullthroughServer:
+    name = name or f"pt-{uuid.uuid4().hex[:12]}"  # a fresh table and bucket: every test starts cold
     return PullthroughServer(
         workdir, rules,
         extra_args=("--lambda", "--table", name, "--bucket", name, "--sync-fill-max-bytes", str(sync_max)),

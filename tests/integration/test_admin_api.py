@@ -52,3 +52,14 @@ def test_validate_reports_an_unreachable_upstream(admin: TestClient):
     admin.put("/admin/rules/gone", json={"upstream": f"http://127.0.0.1:{free_port()}"})
     report = admin.post("/admin/validate/gone").json()
     assert report["valid"] is False and report["reachable"] is False and "unreachable" in report["failure"]
+
+
+def test_lifecycle_settings_through_the_admin_api(admin: TestClient):
+    body = {"upstream": "https://ghcr.io", "expire_unpulled": "90d", "keep": ["org/base", "re:org/app:v1\\..*"]}
+    created = admin.put("/admin/rules/ghcr", json=body)
+    assert created.status_code == 201
+    assert admin.get("/admin/rules/ghcr").json() == {"prefix": "ghcr", "upstream": "https://ghcr.io",
+                                                     "expire_unpulled": "90d", "keep": body["keep"]}  # fmt: skip
+    for wrong in ({"expire_unpulled": "soon"}, {"expire_unpulled": "0s"}, {"keep": ["re:("]}):
+        answer = admin.put("/admin/rules/ghcr", json={"upstream": "https://ghcr.io", **wrong})
+        assert answer.status_code == 400 and answer.json()["errors"][0]["code"] == "RULE_INVALID", wrong

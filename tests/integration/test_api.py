@@ -214,6 +214,25 @@ def test_content_deleted_behind_the_cache_is_fetched_again(client, upstream, ima
     assert upstream.calls == {"get_manifest": 1, "open_blob": 1}
 
 
+def test_a_blob_deleted_between_its_lookup_and_its_answer_is_filled_again(client, cache, upstream, image, tmp_path):
+    """The lifecycle may delete a file in the instant after a request found it: the request fills it again."""
+    client.get(f"/v2/up/library/app/blobs/{image['layer']}")
+    encoded = image["layer"].split(":")[1]
+    path = tmp_path / "data" / "blobs" / "sha256" / encoded[:2] / encoded
+    found = cache.lookup_blob
+
+    def found_then_deleted(*args, **kwargs):
+        body = found(*args, **kwargs)
+        path.unlink(missing_ok=True)
+        return body
+
+    cache.lookup_blob = found_then_deleted
+    upstream.calls.clear()
+    response = client.get(f"/v2/up/library/app/blobs/{image['layer']}")
+    assert response.status_code == 200 and response.content == LAYER
+    assert upstream.calls == {"open_blob": 1}
+
+
 def test_docker_manifest_list_by_tag_for_old_clients(client, upstream):
     _, children = upstream.add_index("library/legacy", "v1", docker=True)
     response = client.get("/v2/up/library/legacy/manifests/v1", headers={"Accept": DOCKER_MANIFEST})

@@ -33,6 +33,7 @@ ENVIRONMENT = {
     "PULLTHROUGH_FILL_FUNCTION_NAME": "pullthrough-fill", "PULLTHROUGH_BUILTIN_RULES": "",
     "POWERTOOLS_SERVICE_NAME": "pullthrough", "POWERTOOLS_METRICS_NAMESPACE": "Pullthrough",
     "POWERTOOLS_TRACE_DISABLED": "true", "PULLTHROUGH_ALLOW_PRIVATE_UPSTREAMS": "1", "PULLTHROUGH_AUTH": "none",
+    "PULLTHROUGH_SWEEP_GRACE_SECONDS": "0",
 }  # fmt: skip
 
 
@@ -55,9 +56,10 @@ def handlers(seeded) -> Iterator[dict[str, ModuleType]]:
         with mock_aws():
             settings = AwsSettings.from_environment()
             ensure_resources(settings)
-            store_rules(settings, RuleSet([Rule("up", registry.url, tag_ttl_seconds=1)]))
+            store_rules(settings, RuleSet([Rule("up", registry.url, tag_ttl_seconds=1),
+                                           Rule("exp", registry.url, expire_unpulled=1)]))  # fmt: skip
             modules = {}
-            for name, module in (("lambda_api", "api"), ("fill", "fill"), ("refresh", "refresh")):
+            for name, module in (("lambda_api", "api"), ("fill", "fill"), ("refresh", "refresh"), ("sweep", "sweep")):
                 sys.modules.pop(f"handlers.functions.{module}", None)
                 modules[name] = importlib.import_module(f"handlers.functions.{module}")
             yield modules
@@ -163,3 +165,40 @@ def test_scheduled_event_runs_the_refresh_over_stale_pulled_tags(handlers, seede
     assert [(entry.method, entry.path) for entry in registry.requests_since(mark)] == [
         ("HEAD", f"/v2/{REPOSITORY}/manifests/v1")
     ]
+
+
+def test_the_sweep_function_forgets_what_nobody_pulled_and_deletes_its_objects(handlers, seeded):
+    import time
+
+    import boto3
+
+    registry, _ = seeded
+    config, layer = Digest.of(b"{}"), b"short-lived layer " * 500  # a layer no other test pulls
+    manifest = json.dumps(image_document(config, Digest.of(layer), len(layer))).encode()
+    push_with_the_registry_api(registry.url, [b"{}", layer], manifest, ("short-lived",))
+    name = f"/v2/exp/{REPOSITORY}"
+    pulled = handlers["lambda_api"].handler(event("api-manifest-get.json", f"{name}/manifests/short-lived"),
+                                            LocalContext())  # fmt: skip
+    assert pulled["statusCode"] == 200
+    for digest in (config, Digest.of(layer)):
+        redirect = handlers["lambda_api"].handler(event("api-blob-get.json", f"{name}/blobs/{digest}"), LocalContext())
+        assert redirect["statusCode"] == 307
+    shared = handlers["lambda_api"].handler(
+        event("api-blob-get.json", f"/v2/up/{REPOSITORY}/blobs/{config}"), LocalContext()
+    )
+    assert shared["statusCode"] == 307  # the `up` rule (no expiry) now records the config too
+    table = boto3.client("dynamodb")
+    keys = {item["pk"]["S"] for item in table.scan(TableName="pullthrough")["Items"]}
+    assert f"TAG#exp#{REPOSITORY}" in keys and f"BLOB#exp#{REPOSITORY}#{Digest.of(layer)}" in keys
+    time.sleep(1.1)  # the rule's expire_unpulled is one second
+    sweep_function = LocalContext(deadline=time.monotonic() + 900)  # SweepFunction's timeout
+    answer = handlers["sweep"].handler({"source": "aws.scheduler"}, sweep_function)
+    assert (answer["tags_forgotten"], answer["manifests_forgotten"], answer["blobs_forgotten"]) == (1, 1, 2)
+    assert answer["expired"] == 1 and answer["deleted"] == 2  # the manifest and the layer; the config is still held
+    keys = {item["pk"]["S"] for item in table.scan(TableName="pullthrough")["Items"]}
+    assert not {key for key in keys if key.startswith(("TAG#exp#", "MANIFEST#exp#", "BLOB#exp#"))}
+    assert f"BLOB#up#{REPOSITORY}#{config}" in keys
+    s3 = boto3.client("s3")
+    stored = {item["Key"] for item in s3.list_objects_v2(Bucket="pullthrough").get("Contents", [])}
+    assert f"blobs/sha256/{config.encoded}" in stored
+    assert not {f"blobs/sha256/{Digest.of(manifest).encoded}", f"blobs/sha256/{Digest.of(layer).encoded}"} & stored

@@ -28,7 +28,7 @@ TEMPLATE = ROOT / "template.yaml"
 SRC = ROOT / "src"
 EVENTS = ROOT / "events"
 
-FUNCTIONS = {"ApiFunction", "FillFunction", "RefreshFunction", "AdminFunction"}
+FUNCTIONS = {"ApiFunction", "FillFunction", "RefreshFunction", "AdminFunction", "SweepFunction"}
 # Secrets Manager ARNs end in a random suffix: credentials secrets are granted by name prefix, as ECR names them.
 CREDENTIALS_SECRETS = (
     "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:ecr-pullthroughcache/*"
@@ -254,9 +254,16 @@ def test_bucket_is_private_encrypted_tls_only_and_cleans_up_uploads(transformed:
     assert {"Fn::GetAtt": ["Bucket", "Arn"]} in statement["Resource"]
 
 
+def schedule_of(transformed: dict[str, Any], function: str) -> dict[str, Any]:
+    (schedule,) = [schedule for schedule in resources_of(transformed, "AWS::Scheduler::Schedule").values()
+                   if schedule["Properties"]["Target"]["Arn"] == {"Fn::GetAtt": [function, "Arn"]}]  # fmt: skip
+    return schedule
+
+
 def test_refresh_runs_on_an_eventbridge_scheduler_schedule(transformed: dict[str, Any]) -> None:
     assert resources_of(transformed, "AWS::Events::Rule") == {}
-    (schedule,) = resources_of(transformed, "AWS::Scheduler::Schedule").values()
+    assert len(resources_of(transformed, "AWS::Scheduler::Schedule")) == 2  # the refresh and the sweep
+    schedule = schedule_of(transformed, "RefreshFunction")
     props = schedule["Properties"]
     assert props["ScheduleExpression"] == {"Ref": "RefreshSchedule"}
     assert transformed["Parameters"]["RefreshSchedule"]["Default"] == "rate(15 minutes)"
@@ -266,8 +273,21 @@ def test_refresh_runs_on_an_eventbridge_scheduler_schedule(transformed: dict[str
     assert "Name" not in props, "a fixed schedule name collides between two stacks in one account"
 
 
+def test_the_lifecycle_sweep_runs_on_its_own_schedule(transformed: dict[str, Any]) -> None:
+    props = schedule_of(transformed, "SweepFunction")["Properties"]
+    assert props["ScheduleExpression"] == {"Ref": "SweepSchedule"} and props["State"] == {"Ref": "SweepState"}
+    assert transformed["Parameters"]["SweepSchedule"]["Default"] == "rate(1 day)"
+    assert transformed["Parameters"]["BuiltinExpireUnpulled"]["Default"] == ""  # keep forever unless asked
+    assert "Name" not in props
+    sweep = resources_of(transformed, "AWS::Lambda::Function")["SweepFunction"]["Properties"]
+    assert sweep["Environment"]["Variables"]["PULLTHROUGH_SWEEP_GRACE_SECONDS"] == {"Ref": "SweepGraceSeconds"}
+    grace = transformed["Parameters"]["SweepGraceSeconds"]
+    presign = transformed["Parameters"]["PresignExpirySeconds"]
+    assert int(grace["MinValue"]) >= int(presign["MaxValue"])  # a presigned URL handed out never outlives its bytes
+
+
 def test_scheduler_input_has_the_shape_of_the_sample_event(transformed: dict[str, Any]) -> None:
-    (schedule,) = resources_of(transformed, "AWS::Scheduler::Schedule").values()
+    schedule = schedule_of(transformed, "RefreshFunction")
     text = schedule["Properties"]["Target"]["Input"]["Fn::Sub"]
     for name, value in PLACEHOLDER.items():
         text = text.replace(f"${{{name}}}", value)
@@ -441,6 +461,11 @@ def test_each_function_role_grants_only_what_its_function_does(transformed: dict
             (f"dynamodb:{a}", json.dumps(table)) for a in ("GetItem", "Query", "PutItem", "DeleteItem")
         }
         | secrets,
+        # the sweep reads repositories and manifests, forgets records, and is the only one that deletes bytes
+        "SweepFunctionRole": {(a, json.dumps(table)) for a in dynamodb | {"dynamodb:BatchWriteItem"}}
+        | {("dynamodb:Query", json.dumps({"Fn::Sub": "${Table.Arn}/index/content"}))}
+        | {(a, json.dumps(objects)) for a in ("s3:GetObject", "s3:DeleteObject")}
+        | {("s3:ListBucket", json.dumps(bucket)), ("events:PutEvents", json.dumps(default_bus))},
     }
     for role_name, grants in expected.items():
         role = transformed["Resources"][role_name]["Properties"]

@@ -113,6 +113,23 @@ def make_big_blob_image(upstream_host: str, workdir: Path, size_mib: int, reposi
     return describe_image(upstream_host, f"{repository}:{tag}", repository, tag)
 
 
+def push_sibling_images(upstream_host: str, workdir: Path, family: str, names: Iterable[str]) -> dict[str, TestImage]:
+    """Push `family/<name>:v1` for each name: single-platform images sharing one base layer (busybox), each with a
+    config and a top layer of its own."""
+    images = {}
+    for name in names:
+
+        def build(layout: _Layout, name: str = name) -> None:
+            layers = [_busybox_layer(layout, family), _marker_layer(layout, family, name)]
+            layout.finish(_add_image(layout, "linux/amd64", layers))
+
+        layout = _cached_layout(workdir / "layouts" / f"sibling-{family}-{name}", build)
+        repository = f"{family}/{name}"
+        push_layout(layout, f"{upstream_host}/{repository}:{_TAG}")
+        images[name] = describe_image(upstream_host, repository, repository, _TAG)
+    return images
+
+
 def push_layout(
     layout: Path, dest_ref: str, *, all_platforms: bool = False, docker_format: bool = False, timeout: float = 600.0
 ) -> None:

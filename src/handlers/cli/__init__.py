@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from handlers.cli.gc import gc
 from handlers.cli.keys import keys
 from handlers.cli.refresh import refresh
 from handlers.cli.rules import rules
@@ -15,5 +16,5 @@ def main() -> None:
     """pullthrough: a pull-through cache for container registries."""
 
 
-for command in (serve, refresh, rules, keys):
+for command in (serve, refresh, gc, rules, keys):
     main.add_command(command)

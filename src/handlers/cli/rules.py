@@ -17,7 +17,8 @@ from pullthrough_adapters.upstream.addresses import AddressPolicy
 from pullthrough_adapters.upstream.validation import validate_rule_now
 
 FIELDS = ("prefix", "upstream", "tag_ttl_seconds", "library_namespace", "credentials", "upstream_repository_prefix",
-          "allow", "deny", "allowed_tags", "max_stale_seconds", "prefetch_platforms", "max_blob_bytes")  # fmt: skip
+          "allow", "deny", "allowed_tags", "max_stale_seconds", "prefetch_platforms", "max_blob_bytes",
+          "expire_unpulled", "keep")  # fmt: skip
 
 
 def rule_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -34,6 +35,8 @@ def rule_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--max-stale", "max_stale_seconds", type=int, help="Oldest copy served when upstream fails."),
         click.option("--prefetch-platform", "prefetch_platforms", multiple=True, help="os/arch[/variant]; repeat."),
         click.option("--max-blob-bytes", "max_blob_bytes", type=int, help="Largest upstream blob fetched."),
+        click.option("--expire-unpulled", help="Forget images nobody pulled for this long: 90d, 12h, 30s."),
+        click.option("--keep", multiple=True, help="Pin repository:tag globs (or re:REGEX); repeat."),
     ]
     for option in reversed(options):
         command = option(command)

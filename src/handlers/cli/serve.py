@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 import uvicorn
 
+from core.durations import parse_duration, parse_size
 from core.rules import RuleInvalid
 from handlers.cli.options import allow_private_option, data_dir_option, rules_file_option
 from handlers.composition.local import metadata_store
@@ -19,6 +20,8 @@ from handlers.rules_file import load_rules
 from handlers.settings import (
     DEFAULT_MISS_BUDGET,
     DEFAULT_UPSTREAM_TIMEOUT_SECONDS,
+    LOCAL_GRACE_SECONDS,
+    LOCAL_SWEEP_INTERVAL_SECONDS,
     AuthMode,
     AwsSettings,
     DataDir,
@@ -47,6 +50,12 @@ from handlers.settings import (
 @click.option("--miss-budget", default=DEFAULT_MISS_BUDGET, show_default=True, type=click.IntRange(0),
               help="Requests each client (pull key, or address) may make the cache forward upstream per minute; "
               "0: no limit. Cached content is never limited.")  # fmt: skip
+@click.option("--max-cache-size", help="Keep the cached content under this size (50GiB, 500MB): the least recently "
+              "pulled images (never pinned ones) are evicted, in the background.")  # fmt: skip
+@click.option("--gc-grace", default=f"{LOCAL_GRACE_SECONDS}s", show_default=True,
+              help="Evicted or expired bytes are deleted this long after nothing records them: 30s, 10m.")  # fmt: skip
+@click.option("--gc-interval", default=f"{LOCAL_SWEEP_INTERVAL_SECONDS // 3600}h", show_default=True,
+              help="How often the server sweeps the images its rules let expire (expire_unpulled).")  # fmt: skip
 @click.option("--access-log/--no-access-log", default=False, show_default=True)
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))  # fmt: skip
@@ -59,11 +68,20 @@ from handlers.settings import (
               help="Largest blob a request copies itself (--lambda only); bigger go to the fill function.")  # fmt: skip
 def serve(
     host: str, port: int, data_dir: Path, rules_file: Path | None, workers: int, upstream_timeout: float,
-    allow_private_upstreams: bool, auth: AuthMode | None, public_url: str | None, miss_budget: int, access_log: bool,
-    log_level: str, lambda_path: bool, table: str, bucket: str, sync_fill_max_bytes: int,
+    allow_private_upstreams: bool, auth: AuthMode | None, public_url: str | None, miss_budget: int,
+    max_cache_size: str | None, gc_grace: str, gc_interval: str, access_log: bool, log_level: str, lambda_path: bool,
+    table: str, bucket: str, sync_fill_max_bytes: int,
 ) -> None:  # fmt: skip
     """Start the cache as a local registry."""
     mode: AuthMode = auth or ("none" if _loopback(host) else "token")
+    try:
+        cap = parse_size(max_cache_size) if max_cache_size else None
+        grace = parse_duration(gc_grace)
+        interval = parse_duration(gc_interval)
+        if interval <= 0:
+            raise ValueError("--gc-interval must be longer than 0s")
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
     settings = LocalSettings(
         data_dir=DataDir(data_dir.resolve()),
         auth=mode,
@@ -72,6 +90,9 @@ def serve(
         miss_budget=miss_budget,
         upstream=UpstreamSettings(upstream_timeout, allow_private_upstreams),
         log_level=log_level,
+        max_cache_size=cap,
+        gc_grace_seconds=grace,
+        gc_interval_seconds=interval,
     )
     try:
         rules = load_rules(rules_file) if rules_file else None

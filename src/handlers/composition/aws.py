@@ -7,8 +7,10 @@ from __future__ import annotations
 import functools
 import json
 import secrets
+import time
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -16,11 +18,13 @@ from botocore.config import Config
 
 from core.auth import Authenticator, TokenService
 from core.cache import PullThroughCache
+from core.lifecycle import Lifecycler
 from core.ports import Metrics
 from core.refresh import Refresher
-from core.rules import ReloadingRules, RuleSet
+from core.rules import ReloadingRules, RuleSet, RuleSource
 from handlers.composition.powertools import PowertoolsMetrics, instrumented, logger, metrics
 from handlers.presets import preset_rules, with_stored_rules
+from handlers.rules_file import load_rules
 from handlers.settings import TOKEN_SERVICE, AwsSettings
 from pullthrough_adapters.aws.dispatch import LambdaDispatcher
 from pullthrough_adapters.aws.dynamodb_metadata_store import TABLE_SCHEMA, DynamoMetadataStore
@@ -32,6 +36,9 @@ from pullthrough_adapters.upstream.addresses import AddressPolicy
 from pullthrough_adapters.upstream.client import HttpUpstreams
 
 RULES_RELOAD_SECONDS = 60.0
+# A sweep starts no repository with less than this left of the function's time: deleting the orphans of a full
+# page and saving the cursor take well under it.
+SWEEP_RESERVE_SECONDS = 120.0
 LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
 
@@ -79,12 +86,28 @@ def build_cache(settings: AwsSettings, metrics: Metrics, dispatcher: FillDispatc
     """The cache of one container. `dispatcher` starts the fill function (default: an asynchronous invocation)."""
     clients = clients_for(settings)
     metadata, blobs = table_store(settings), blob_store(settings)
-    builtins = preset_rules(settings.builtin_rules)
-    rules = ReloadingRules(lambda: with_stored_rules(builtins, metadata.list_rules()), RULES_RELOAD_SECONDS)
+    rules = rule_source(settings)
     dispatcher = dispatcher or LambdaDispatcher(clients.lambda_client, settings.fill_function)
     filler = LeasedFiller(blobs, metadata, dispatcher, sync_max_bytes=settings.sync_fill_max_bytes)
     upstreams = HttpUpstreams(AddressPolicy(settings.upstream.allow_private), settings.upstream.timeout_seconds)
     return PullThroughCache(rules, metadata, blobs, upstreams, filler, metrics=metrics)
+
+
+def rule_source(settings: AwsSettings) -> RuleSource:
+    """The built-in rules the template enables (with its expiry for them), the table's rules on top, reloaded."""
+    metadata = table_store(settings)
+    builtins = preset_rules(settings.builtin_rules, settings.builtin_expire_unpulled)
+    return ReloadingRules(lambda: with_stored_rules(builtins, metadata.list_rules()), RULES_RELOAD_SECONDS)
+
+
+def build_lifecycler(
+    settings: AwsSettings, rules_file: Path | None = None, *, grace_seconds: float, dry_run: bool = False
+) -> Lifecycler:
+    """The sweep over the table and the bucket; with `rules_file` (`pullthrough gc --table`), its rules instead."""
+    events = EventBridgeEvents(clients_for(settings).events_client())
+    rules = load_rules(rules_file) if rules_file is not None else rule_source(settings)
+    return Lifecycler(rules, table_store(settings), blob_store(settings), grace_seconds=grace_seconds, events=events,
+                      dry_run=dry_run)  # fmt: skip
 
 
 def authenticator(settings: AwsSettings) -> Authenticator | None:
@@ -138,6 +161,26 @@ def refresh_handler(settings: AwsSettings) -> LambdaHandler:
         return {"revalidated": len(outcomes), **{status: summary[status] for status in statuses}}
 
     return instrumented(refresh)
+
+
+def sweep_handler(settings: AwsSettings) -> LambdaHandler:
+    """The scheduled lifecycle sweep: as many repositories as its time (and SweepRepositoriesPerRun) allows, going
+    on where the last run stopped, then the orphaned bytes past their grace, deleted in batches. Each expired image
+    is an "ECR Image Action" event on EventBridge."""
+    lifecycler = build_lifecycler(settings, grace_seconds=settings.sweep_grace_seconds)
+
+    def sweep(event: dict[str, Any], context: Any) -> dict[str, object]:
+        remaining = context.get_remaining_time_in_millis() / 1000
+        stop_after = time.monotonic() + remaining - SWEEP_RESERVE_SECONDS  # the rest: orphans, the cursor, metrics
+        report = lifecycler.sweep(max_repositories=settings.sweep_repositories_per_run, stop_after=stop_after)
+        metrics.add_metric(name="LifecycleReclaimedBytes", unit="Bytes", value=report.reclaimed_bytes)
+        metrics.add_metric(name="LifecycleExpiredImages", unit="Count", value=len(report.expired))
+        summary = report.to_dict()
+        summary["expired"] = len(report.expired)
+        logger.info("swept", extra=summary)
+        return summary
+
+    return instrumented(sweep)
 
 
 # -- emulators and first runs ------------------------------------------------------------------------------------

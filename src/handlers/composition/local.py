@@ -8,8 +8,10 @@ from fastapi import FastAPI
 from core.auth import Authenticator, TokenService
 from core.budget import MissBudget, MissBudgetPolicy
 from core.cache import PullThroughCache
+from core.lifecycle import Lifecycler
 from core.refresh import Refresher
 from core.rules import ReloadingRules, RuleSource
+from handlers.composition.janitor import Janitor
 from handlers.http.lanes import UpstreamLanes
 from handlers.http.registry import create_app
 from handlers.logs import configure_logging
@@ -39,8 +41,12 @@ def rule_source(settings: LocalSettings, metadata: SqliteMetadataStore) -> RuleS
     return ReloadingRules(lambda: with_stored_rules(BUILTIN_RULES, metadata.list_rules()), RULES_RELOAD_SECONDS)
 
 
+def blob_store(data_dir: DataDir) -> FileBlobStore:
+    return FileBlobStore(data_dir.create().root)
+
+
 def build_cache(settings: LocalSettings, metadata: SqliteMetadataStore) -> PullThroughCache:
-    blobs = FileBlobStore(settings.data_dir.create().root)
+    blobs = blob_store(settings.data_dir)
     upstreams = HttpUpstreams(AddressPolicy(settings.upstream.allow_private), settings.upstream.timeout_seconds)
     return PullThroughCache(rule_source(settings, metadata), metadata, blobs, upstreams, TeeFiller(blobs, metadata))
 
@@ -65,6 +71,7 @@ def app_for_worker() -> FastAPI:
     settings `serve` handed down."""
     settings = LocalSettings.from_workers_environment()
     configure_logging(settings.log_level)
+    build_janitor(settings).start()
     return build_app(settings)
 
 
@@ -72,3 +79,17 @@ def build_refresher(settings: LocalSettings) -> Refresher:
     """`pullthrough refresh`: the same cache, its sync events to the log."""
     metadata = metadata_store(settings.data_dir)
     return Refresher(build_cache(settings, metadata), metadata, LogEvents())
+
+
+def build_lifecycler(settings: LocalSettings, *, grace_seconds: float, dry_run: bool = False) -> Lifecycler:
+    """`pullthrough gc` and the size cap: the sweep over the data directory, its expirations to the log."""
+    metadata = metadata_store(settings.data_dir)
+    return Lifecycler(rule_source(settings, metadata), metadata, blob_store(settings.data_dir),
+                      grace_seconds=grace_seconds, events=LogEvents(), dry_run=dry_run)  # fmt: skip
+
+
+def build_janitor(settings: LocalSettings) -> Janitor:
+    """The lifecycle in the background of `serve`: sweeps, the size cap and the deletion of orphaned bytes."""
+    lifecycler = build_lifecycler(settings, grace_seconds=settings.gc_grace_seconds)
+    return Janitor(lifecycler, metadata_store(settings.data_dir), sweep_every=settings.gc_interval_seconds,
+                   usage=blob_store(settings.data_dir).usage, cap=settings.max_cache_size)  # fmt: skip

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 from urllib.parse import urlencode
 
 from fastapi import FastAPI, Request, Response
@@ -171,9 +171,14 @@ def create_app(
         key = authorize(request, name)
         head = request.method == "HEAD"
         body = cache.lookup_blob(name, digest, head=head)
+        try:
+            file = _opened(body, head)
+        except FileNotFoundError:  # the lifecycle deleted it since the lookup: filled again, as a miss is
+            body = None
         if body is None:
             body = await from_upstream(request, key, name, lambda: cache.blob(name, digest, head=head))
-        response = _blob_response(body, digest, request.headers.get("range"), head=head, lanes=lanes)
+            file = _opened(body, head)
+        response = _blob_response(body, file, digest, request.headers.get("range"), head=head, lanes=lanes)
         return _with_namespace(response, request)
 
     @app.get("/v2/{name:path}/tags/list")
@@ -239,8 +244,36 @@ def _with_namespace(response: Response, request: Request) -> Response:
     return response
 
 
+def _opened(body: BlobBody | None, head: bool) -> BinaryIO | None:
+    """A cached file is opened before the answer starts: once open, deleting it (the lifecycle) cannot cut it."""
+    return open(body.path, "rb") if isinstance(body, LocalBlob) and not head else None
+
+
 def _blob_response(
-    body: BlobBody, digest: str, range_header: str | None, *, head: bool, lanes: UpstreamLanes | None
+    body: BlobBody,
+    file: BinaryIO | None,
+    digest: str,
+    range_header: str | None,
+    *,
+    head: bool,
+    lanes: UpstreamLanes | None,
+) -> Response:
+    try:
+        return _blob_answer(body, file, digest, range_header, head=head, lanes=lanes)
+    except BaseException:
+        if file is not None:
+            file.close()
+        raise
+
+
+def _blob_answer(
+    body: BlobBody,
+    file: BinaryIO | None,
+    digest: str,
+    range_header: str | None,
+    *,
+    head: bool,
+    lanes: UpstreamLanes | None,
 ) -> Response:
     if isinstance(body, Redirect):
         return RedirectResponse(body.url, status_code=307)
@@ -263,26 +296,26 @@ def _blob_response(
         headers["Content-Range"] = f"bytes {start}-{end}/{size}"
     headers["Content-Length"] = str(length)
     if head or isinstance(body, SizeOnly) or length == 0:
+        if file is not None:
+            file.close()
         return Response(status_code=status, headers=headers)
     if isinstance(body, StreamedBlob):  # a fill in flight: its reads may wait on the upstream
         streamed = body.chunks(start, length)
         content: Iterator[bytes] | AsyncIterator[bytes] = lanes.stream(streamed) if lanes is not None else streamed
         return StreamingResponse(content, status_code=status, headers=headers)
-    return StreamingResponse(_file_chunks(body)(start, length), status_code=status, headers=headers)
+    assert file is not None  # a LocalBlob, not a HEAD: _opened opened it
+    return StreamingResponse(_file_chunks(file, start, length), status_code=status, headers=headers)
 
 
-def _file_chunks(blob: LocalBlob) -> Callable[[int, int], Iterator[bytes]]:
-    def chunks(offset: int, length: int) -> Iterator[bytes]:
-        with open(blob.path, "rb") as file:
-            file.seek(offset)
-            while length > 0:
-                data = file.read(min(FILE_CHUNK, length))
-                if not data:
-                    return
-                length -= len(data)
-                yield data
-
-    return chunks
+def _file_chunks(file: BinaryIO, offset: int, length: int) -> Iterator[bytes]:
+    with file:
+        file.seek(offset)
+        while length > 0:
+            data = file.read(min(FILE_CHUNK, length))
+            if not data:
+                return
+            length -= len(data)
+            yield data
 
 
 def _pagination(request: Request) -> tuple[int | None, str | None]:

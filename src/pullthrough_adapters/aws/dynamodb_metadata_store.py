@@ -3,8 +3,11 @@
 | item | pk | sk | attributes |
 |---|---|---|---|
 | tag | `TAG#<scope>#<repository>` | `<tag>` | digest, media_type, size, checked_at, pulled_at, tag_scope |
-| manifest | `MANIFEST#<scope>#<repository>#<digest>` | `-` | media_type, size |
-| blob | `BLOB#<scope>#<repository>#<digest>` | `-` | size |
+| manifest | `MANIFEST#<scope>#<repository>#<digest>` | `-` | media_type, size, linked_at, pulled_at, content_* |
+| blob | `BLOB#<scope>#<repository>#<digest>` | `-` | size, linked_at, content_* |
+| references | `REFS#<digest>` | `-` | repos: a string set of `<kind>#<scope>#<repository>` recording the digest |
+| orphan | `ORPHANS` | `<digest>` | size, since: bytes no record references (deleted after the grace period) |
+| sweep cursor | `CURSOR` | `<name>` | value: where a sweep that ran out of budget goes on |
 | repository index | `REPOSITORIES` | `<scope>#<repository>` | |
 | lease | `LEASE#<key>` | `-` | owner, expires_at (TTL) |
 | upstream breaker | `BREAKER#<upstream URL>` | `-` | failures (and when they expire), open_until, trips, code, reason |
@@ -21,6 +24,12 @@ The `pulled` index (partition `tag_scope` = `SCOPE#<scope>`, sort `pulled_at`, p
 refresh run Query the tags of one rule pulled within its window: it reads the working set, never the whole table,
 however many abandoned tags, manifests and blobs the table holds. Pulls are recorded at most once a minute per tag,
 which bounds the index's writes.
+
+The lifecycle sweep reads a repository at a time: the `content` index (partition `content_repo` =
+`<scope>#<repository>`, sort `content_key` = `<kind>#<digest>`) lists a repository's manifests and blobs. Whether any
+repository still records a digest is one strongly consistent read of its `REFS#` item, which is written before a
+record and updated after one is forgotten: a crash between the two leaves an extra reference (bytes kept longer),
+never a missing one (bytes deleted under a record).
 """
 
 from __future__ import annotations
@@ -28,7 +37,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -36,7 +45,17 @@ from botocore.exceptions import ClientError
 from core.auth import PullKey
 from core.digest import Digest
 from core.errors import Unavailable
-from core.ports import BreakerState, ManifestRecord, TagRecord
+from core.ports import (
+    BLOB,
+    MANIFEST,
+    BreakerState,
+    ContentEntry,
+    ContentRef,
+    ManifestRecord,
+    Orphan,
+    TagEntry,
+    TagRecord,
+)
 from core.rules import Rule
 
 SINGLE = "-"
@@ -44,6 +63,9 @@ SINGLE = "-"
 BREAKER_RETENTION_SECONDS = 86400
 CONTENDED_ATTEMPTS = 5  # conditional updates that lost a race to another writer, before giving up
 PULLED_INDEX = "pulled"
+CONTENT_INDEX = "content"
+BATCH_GET = 100  # BatchGetItem's most keys a call
+BATCH_WRITE = 25  # BatchWriteItem's most requests a call
 
 TABLE_SCHEMA: dict[str, Any] = {
     "AttributeDefinitions": [
@@ -51,6 +73,8 @@ TABLE_SCHEMA: dict[str, Any] = {
         {"AttributeName": "sk", "AttributeType": "S"},
         {"AttributeName": "tag_scope", "AttributeType": "S"},
         {"AttributeName": "pulled_at", "AttributeType": "N"},
+        {"AttributeName": "content_repo", "AttributeType": "S"},
+        {"AttributeName": "content_key", "AttributeType": "S"},
     ],
     "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
     "GlobalSecondaryIndexes": [
@@ -61,7 +85,15 @@ TABLE_SCHEMA: dict[str, Any] = {
                 {"AttributeName": "pulled_at", "KeyType": "RANGE"},
             ],
             "Projection": {"ProjectionType": "INCLUDE", "NonKeyAttributes": ["checked_at"]},
-        }
+        },
+        {
+            "IndexName": CONTENT_INDEX,
+            "KeySchema": [
+                {"AttributeName": "content_repo", "KeyType": "HASH"},
+                {"AttributeName": "content_key", "KeyType": "RANGE"},
+            ],
+            "Projection": {"ProjectionType": "INCLUDE", "NonKeyAttributes": ["size", "linked_at", "pulled_at"]},
+        },
     ],
 }
 """The table's keys and indexes, shared by the SAM template (a test compares them) and `ensure_resources`."""
@@ -73,6 +105,11 @@ def _s(value: str) -> dict[str, str]:
 
 def _n(value: float) -> dict[str, str]:
     return {"N": repr(value) if isinstance(value, float) else str(value)}
+
+
+def _content_keys(scope: str, repository: str, kind: str, digest: Digest) -> dict[str, dict[str, str]]:
+    """The attributes the `content` index is keyed by."""
+    return {":repo": _s(f"{scope}#{repository}"), ":key": _s(f"{kind}#{digest}")}
 
 
 def _conditional_failure(error: ClientError) -> bool:
@@ -156,21 +193,140 @@ class DynamoMetadataStore:
 
     def get_manifest(self, scope: str, repository: str, digest: Digest) -> ManifestRecord | None:
         item = self._get(f"MANIFEST#{scope}#{repository}#{digest}", SINGLE)
-        return None if item is None else ManifestRecord(digest, item["media_type"]["S"], int(item["size"]["N"]))
+        if item is None:
+            return None
+        pulled = float(item["pulled_at"]["N"]) if "pulled_at" in item else None
+        return ManifestRecord(digest, item["media_type"]["S"], int(item["size"]["N"]), pulled)
 
-    def put_manifest(self, scope: str, repository: str, record: ManifestRecord) -> None:
-        self._put({
-            "pk": _s(f"MANIFEST#{scope}#{repository}#{record.digest}"), "sk": _s(SINGLE),
-            "media_type": _s(record.media_type), "size": _n(record.size),
-        })  # fmt: skip
+    def put_manifest(self, scope: str, repository: str, record: ManifestRecord, *, pulled: bool = False) -> None:
+        now = self._clock()
+        pulled_at = {":pulled": _n(now)} if pulled else {}
+        self._refer(record.digest, MANIFEST, scope, repository, add=True)
+        self._call(
+            self._client.update_item, TableName=self._table,
+            Key={"pk": _s(f"MANIFEST#{scope}#{repository}#{record.digest}"), "sk": _s(SINGLE)},
+            UpdateExpression="SET media_type = :type, #size = :size, linked_at = :now, content_repo = :repo,"
+            " content_key = :key" + (", pulled_at = :pulled" if pulled else ""),
+            ExpressionAttributeNames={"#size": "size"},
+            ExpressionAttributeValues={":type": _s(record.media_type), ":size": _n(record.size), ":now": _n(now),
+                                       **_content_keys(scope, repository, MANIFEST, record.digest), **pulled_at},
+        )  # fmt: skip
         self._index_repository(scope, repository)
+
+    def record_manifest_pull(self, scope: str, repository: str, digest: Digest, pulled_at: float) -> None:
+        with contextlib.suppress(ClientError):  # gone, or pulled later meanwhile
+            self._call(
+                self._client.update_item, TableName=self._table,
+                Key={"pk": _s(f"MANIFEST#{scope}#{repository}#{digest}"), "sk": _s(SINGLE)},
+                UpdateExpression="SET pulled_at = :t",
+                ConditionExpression="attribute_exists(pk) AND (attribute_not_exists(pulled_at) OR pulled_at < :t)",
+                ExpressionAttributeValues={":t": _n(pulled_at)},
+            )  # fmt: skip
 
     def get_blob(self, scope: str, repository: str, digest: Digest) -> int | None:
         item = self._get(f"BLOB#{scope}#{repository}#{digest}", SINGLE)
         return None if item is None else int(item["size"]["N"])
 
     def put_blob(self, scope: str, repository: str, digest: Digest, size: int) -> None:
-        self._put({"pk": _s(f"BLOB#{scope}#{repository}#{digest}"), "sk": _s(SINGLE), "size": _n(size)})
+        keys = _content_keys(scope, repository, BLOB, digest)
+        self._refer(digest, BLOB, scope, repository, add=True)
+        self._put({"pk": _s(f"BLOB#{scope}#{repository}#{digest}"), "sk": _s(SINGLE), "size": _n(size),
+                   "linked_at": _n(self._clock()), "content_repo": keys[":repo"],
+                   "content_key": keys[":key"]})  # fmt: skip
+
+    # -- lifecycle -------------------------------------------------------------------------------------------------
+
+    def repositories(self, after: str | None, limit: int) -> list[tuple[str, str]]:
+        items = self._page("REPOSITORIES", after, limit)
+        return [(scope, repository) for scope, _, repository in (item["sk"]["S"].partition("#") for item in items)]
+
+    def repository_tags(self, scope: str, repository: str) -> list[TagEntry]:
+        return [
+            TagEntry(item["sk"]["S"], Digest.parse(item["digest"]["S"]), float(item["checked_at"]["N"]),
+                     float(item["pulled_at"]["N"]))
+            for item in self._query(f"TAG#{scope}#{repository}")
+        ]  # fmt: skip
+
+    def repository_content(self, scope: str, repository: str) -> list[ContentEntry]:
+        entries = []
+        for item in self._query_index(CONTENT_INDEX, "content_repo", f"{scope}#{repository}"):
+            kind, _, digest = item["content_key"]["S"].partition("#")
+            pulled = float(item["pulled_at"]["N"]) if "pulled_at" in item else None
+            entries.append(ContentEntry(kind, Digest.parse(digest), int(item["size"]["N"]),
+                                        float(item["linked_at"]["N"]), pulled))  # fmt: skip
+        return entries
+
+    def forget_tag(self, scope: str, repository: str, tag: str, *, pulled_before: float, checked_before: float) -> bool:
+        return self._delete_if(
+            {"pk": _s(f"TAG#{scope}#{repository}"), "sk": _s(tag)},
+            "pulled_at < :p AND checked_at < :c",
+            {":p": _n(pulled_before), ":c": _n(checked_before)},
+        )
+
+    def forget_content(
+        self, scope: str, repository: str, entry: ContentEntry, *, pulled_before: float, linked_before: float
+    ) -> bool:
+        key = {"pk": _s(f"{entry.kind.upper()}#{scope}#{repository}#{entry.digest}"), "sk": _s(SINGLE)}
+        if entry.kind == MANIFEST:
+            condition = "linked_at < :l AND (attribute_not_exists(pulled_at) OR pulled_at < :p)"
+            forgotten = self._delete_if(key, condition, {":l": _n(linked_before), ":p": _n(pulled_before)})
+        else:
+            forgotten = self._delete_if(key, "linked_at < :l", {":l": _n(linked_before)})
+        if forgotten:
+            self._refer(entry.digest, entry.kind, scope, repository, add=False)
+        return forgotten
+
+    def references(self, digest: Digest) -> list[ContentRef]:
+        answer = self._call(self._client.get_item, TableName=self._table, ConsistentRead=True,
+                            Key={"pk": _s(f"REFS#{digest}"), "sk": _s(SINGLE)})  # fmt: skip
+        refs = answer.get("Item", {}).get("repos", {}).get("SS", [])
+        return [ContentRef(scope, repository, kind) for kind, scope, repository in (ref.split("#", 2) for ref in refs)]
+
+    def referenced(self, digests: Sequence[Digest]) -> set[Digest]:
+        """BatchGetItem, 100 keys a call (its maximum), consistent reads."""
+        found: set[Digest] = set()
+        for start in range(0, len(digests), BATCH_GET):
+            keys = [{"pk": _s(f"REFS#{digest}"), "sk": _s(SINGLE)} for digest in digests[start : start + BATCH_GET]]
+            request: dict[str, Any] = {self._table: {"Keys": keys, "ConsistentRead": True}}
+            while request:
+                answer = self._call(self._client.batch_get_item, RequestItems=request)
+                found |= {Digest.parse(item["pk"]["S"].removeprefix("REFS#"))
+                          for item in answer["Responses"].get(self._table, []) if item.get("repos")}  # fmt: skip
+                request = answer.get("UnprocessedKeys") or {}
+        return found
+
+    def add_orphan(self, orphan: Orphan) -> None:
+        with contextlib.suppress(ClientError):  # known already: it keeps its first `since`
+            self._call(
+                self._client.put_item, TableName=self._table,
+                Item={"pk": _s("ORPHANS"), "sk": _s(str(orphan.digest)), "size": _n(orphan.size),
+                      "since": _n(orphan.since)},
+                ConditionExpression="attribute_not_exists(pk)",
+            )  # fmt: skip
+
+    def orphans(self, after: Digest | None, limit: int) -> list[Orphan]:
+        items = self._page("ORPHANS", str(after) if after is not None else None, limit)
+        return [Orphan(Digest.parse(item["sk"]["S"]), int(item["size"]["N"]), float(item["since"]["N"]))
+                for item in items]  # fmt: skip
+
+    def drop_orphans(self, digests: Sequence[Digest]) -> None:
+        """BatchWriteItem, 25 deletes a call (its maximum)."""
+        for start in range(0, len(digests), BATCH_WRITE):
+            deletes = [{"DeleteRequest": {"Key": {"pk": _s("ORPHANS"), "sk": _s(str(digest))}}}
+                       for digest in digests[start : start + BATCH_WRITE]]  # fmt: skip
+            request: dict[str, Any] = {self._table: deletes}
+            while request:
+                request = self._call(self._client.batch_write_item, RequestItems=request).get("UnprocessedItems") or {}
+
+    def get_cursor(self, name: str) -> str | None:
+        item = self._get("CURSOR", name)
+        return None if item is None else str(item["value"]["S"])
+
+    def put_cursor(self, name: str, value: str | None) -> None:
+        if value is None:
+            self._call(self._client.delete_item, TableName=self._table, Key={"pk": _s("CURSOR"), "sk": _s(name)})
+        else:
+            self._put({"pk": _s("CURSOR"), "sk": _s(name), "value": _s(value)})
 
     # -- leases ------------------------------------------------------------------------------------------------------
 
@@ -324,6 +480,42 @@ class DynamoMetadataStore:
         """Whether it replaced an item."""
         answer = self._call(self._client.put_item, TableName=self._table, Item=item, ReturnValues="ALL_OLD")
         return "Attributes" in answer
+
+    def _refer(self, digest: Digest, kind: str, scope: str, repository: str, *, add: bool) -> None:
+        """Add (before a record is written) or remove (after it is forgotten) a repository from the digest's
+        references. An emptied set removes the attribute; the item stays, two words long."""
+        self._call(
+            self._client.update_item, TableName=self._table, Key={"pk": _s(f"REFS#{digest}"), "sk": _s(SINGLE)},
+            UpdateExpression=f"{'ADD' if add else 'DELETE'} repos :ref",
+            ExpressionAttributeValues={":ref": {"SS": [f"{kind}#{scope}#{repository}"]}},
+        )  # fmt: skip
+
+    def _page(self, pk: str, after: str | None, limit: int) -> list[dict[str, Any]]:
+        """Up to `limit` items of one partition, those sorted after `after`: one bounded Query."""
+        arguments: dict[str, Any] = {"TableName": self._table, "KeyConditionExpression": "pk = :pk",
+                                     "ExpressionAttributeValues": {":pk": _s(pk)}, "Limit": limit}  # fmt: skip
+        if after is not None:
+            arguments["ExclusiveStartKey"] = {"pk": _s(pk), "sk": _s(after)}
+        items: list[dict[str, Any]] = self._call(self._client.query, **arguments)["Items"]
+        return items
+
+    def _delete_if(self, key: dict[str, Any], condition: str, values: dict[str, Any]) -> bool:
+        try:
+            self._call(self._client.delete_item, TableName=self._table, Key=key, ConditionExpression=condition,
+                       ExpressionAttributeValues=values)  # fmt: skip
+            return True
+        except ClientError:  # the condition failed: pulled, linked or gone since
+            return False
+
+    def _query_index(self, index: str, attribute: str, value: str) -> Iterator[dict[str, Any]]:
+        paginator = self._client.get_paginator("query")
+        pages = paginator.paginate(TableName=self._table, IndexName=index, KeyConditionExpression=f"{attribute} = :v",
+                                   ExpressionAttributeValues={":v": _s(value)})  # fmt: skip
+        try:
+            for page in pages:
+                yield from page["Items"]
+        except ClientError as exc:
+            raise Unavailable("metadata store unavailable") from exc
 
     def _query(self, pk: str) -> Iterator[dict[str, Any]]:
         paginator = self._client.get_paginator("query")

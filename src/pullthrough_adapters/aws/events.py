@@ -1,4 +1,5 @@
-"""Sync events on AWS: EventBridge, on the default bus, with ECR's detail fields so ECR rules carry over."""
+"""Events on AWS (syncs, lifecycle deletions): EventBridge, on the default bus, in ECR's shapes so ECR rules carry
+over."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from core.ports import SyncEvent
+from core.ports import Event
 
 log = logging.getLogger(__name__)
 SOURCE = "pullthrough"
@@ -19,7 +20,7 @@ class EventBridgeEvents:
         self._client = client
         self._bus = bus
 
-    def publish(self, event: SyncEvent) -> None:
+    def publish(self, event: Event) -> None:
         entry = {"Source": SOURCE, "DetailType": event.DETAIL_TYPE, "Detail": json.dumps(event.detail()),
                  "EventBusName": self._bus}  # fmt: skip
         try:
@@ -27,4 +28,4 @@ class EventBridgeEvents:
         except ClientError:
             failed = 1
         if failed:  # events are best effort, as ECR's are: a lost event must not fail the refresh
-            log.warning("could not publish %s for %s:%s", event.DETAIL_TYPE, event.repository_name, event.image_tag)
+            log.warning("could not publish %s for %s", event.DETAIL_TYPE, event.repository_name)

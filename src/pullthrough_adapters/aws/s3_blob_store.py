@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -28,6 +28,7 @@ MAX_PARTS = 10_000
 # ECR's 52,000 MiB layer limit, while a small blob costs one 8 MiB buffer and a huge one at most 128 MiB.
 PART_GROWTH_EVERY = 1_000
 PRESIGN_MARGIN_SECONDS = 60
+DELETE_BATCH = 1000
 
 
 def _not_found(error: ClientError) -> bool:
@@ -147,6 +148,19 @@ class S3BlobStore:
 
     def writer(self, digest: Digest) -> S3BlobWriter:
         return S3BlobWriter(self._client, self._bucket, self.key(digest), digest)
+
+    def delete(self, digests: Sequence[Digest]) -> None:
+        """DeleteObjects, 1,000 keys a call (S3's maximum)."""
+        keys = [{"Key": self.key(digest)} for digest in digests]
+        for start in range(0, len(keys), DELETE_BATCH):
+            try:
+                answer = self._client.delete_objects(
+                    Bucket=self._bucket, Delete={"Objects": keys[start : start + DELETE_BATCH], "Quiet": True}
+                )
+            except ClientError as exc:
+                raise Unavailable("blob storage unavailable") from exc
+            if answer.get("Errors"):
+                raise Unavailable(f"could not delete {len(answer['Errors'])} objects")
 
     def locate(self, digest: Digest, *, head: bool) -> Redirect:
         """A URL signed for the method the client will use: S3 refuses a HEAD on a GET-signed URL."""

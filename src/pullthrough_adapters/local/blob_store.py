@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from core.digest import Digest, DigestVerifier
@@ -82,6 +83,19 @@ class FileBlobStore:
 
     def writer(self, digest: Digest) -> FileBlobWriter:
         return FileBlobWriter(self.path(digest), self._temp_dir, digest)
+
+    def delete(self, digests: Sequence[Digest]) -> None:
+        """Unlinking is safe for readers: one that opened the file keeps reading it."""
+        for digest in digests:
+            self.path(digest).unlink(missing_ok=True)
+
+    def usage(self) -> int:
+        """Bytes of the blobs stored (what --max-cache-size caps), temp files of fills in flight not counted."""
+        total = 0
+        for shard in (self.root / "blobs").glob("*/*"):
+            with os.scandir(shard) as entries:
+                total += sum(entry.stat().st_size for entry in entries if entry.is_file())
+        return total
 
     def locate(self, digest: Digest, *, head: bool) -> LocalBlob | None:
         path = self.path(digest)

@@ -6,12 +6,22 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from core.auth import PullKey
 from core.digest import Digest
-from core.ports import BreakerState, ManifestRecord, TagRecord
+from core.ports import (
+    BLOB,
+    MANIFEST,
+    BreakerState,
+    ContentEntry,
+    ContentRef,
+    ManifestRecord,
+    Orphan,
+    TagEntry,
+    TagRecord,
+)
 from core.rules import Rule
 
 _SCHEMA = """
@@ -24,13 +34,18 @@ CREATE TABLE IF NOT EXISTS tags (
 CREATE INDEX IF NOT EXISTS tags_by_pull ON tags (scope, pulled_at);  -- a refresh run's recently pulled tags
 CREATE TABLE IF NOT EXISTS manifests (
     scope TEXT NOT NULL, repository TEXT NOT NULL, digest TEXT NOT NULL,
-    media_type TEXT NOT NULL, size INTEGER NOT NULL,
+    media_type TEXT NOT NULL, size INTEGER NOT NULL, linked_at REAL NOT NULL, pulled_at REAL,
     PRIMARY KEY (scope, repository, digest)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS manifests_by_digest ON manifests (digest);  -- the sweep: who still references it
 CREATE TABLE IF NOT EXISTS blobs (
     scope TEXT NOT NULL, repository TEXT NOT NULL, digest TEXT NOT NULL, size INTEGER NOT NULL,
+    linked_at REAL NOT NULL,
     PRIMARY KEY (scope, repository, digest)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS blobs_by_digest ON blobs (digest);
+CREATE TABLE IF NOT EXISTS orphans (digest TEXT PRIMARY KEY, size INTEGER NOT NULL, since REAL NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS leases (
     key TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at REAL NOT NULL
 ) WITHOUT ROWID;
@@ -43,7 +58,7 @@ CREATE TABLE IF NOT EXISTS breakers (
 CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY, value INTEGER NOT NULL, expires_at REAL NOT NULL)
     WITHOUT ROWID;
 """
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Version 0 kept manifests and blobs per rule only (any repository of a rule saw them). Manifests knew the
 # repository that fetched them, and keep it; blob records are dropped: the bytes stay, and each repository
@@ -54,9 +69,25 @@ DROP TABLE blobs;
 DROP TABLE IF EXISTS backoffs;
 """
 _COPY_FROM_0 = """
-INSERT OR IGNORE INTO manifests SELECT scope, repository, digest, media_type, size FROM manifests_v0;
+INSERT OR IGNORE INTO manifests (scope, repository, digest, media_type, size, linked_at, pulled_at)
+    SELECT scope, repository, digest, media_type, size, :now, :now FROM manifests_v0;
 DROP TABLE manifests_v0;
 """
+# Version 1 had no link or pull times for content. What was cached counts as linked and pulled at the upgrade:
+# nothing expires sooner than a full expire_unpulled after it (never all at once on the first sweep).
+_MIGRATE_FROM_1 = """
+ALTER TABLE manifests ADD COLUMN linked_at REAL NOT NULL DEFAULT 0;
+ALTER TABLE manifests ADD COLUMN pulled_at REAL;
+UPDATE manifests SET linked_at = :now, pulled_at = :now;
+ALTER TABLE blobs ADD COLUMN linked_at REAL NOT NULL DEFAULT 0;
+UPDATE blobs SET linked_at = :now;
+"""
+
+
+def _run(db: sqlite3.Connection, script: str, **parameters: object) -> None:
+    for statement in script.split(";"):
+        if statement.strip():
+            db.execute(statement, {key: value for key, value in parameters.items() if f":{key}" in statement})
 
 
 class SqliteMetadataStore:
@@ -74,18 +105,15 @@ class SqliteMetadataStore:
         db.execute("BEGIN IMMEDIATE")
         try:
             version = db.execute("PRAGMA user_version").fetchone()[0]
-            old_tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            if version == 0 and "blobs" in old_tables:
-                for statement in _MIGRATE_FROM_0.split(";"):
-                    if statement.strip():
-                        db.execute(statement)
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    db.execute(statement)
-            if version == 0 and "blobs" in old_tables:
-                for statement in _COPY_FROM_0.split(";"):
-                    if statement.strip():
-                        db.execute(statement)
+            tables = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            now = self._clock()
+            if version == 0 and "blobs" in tables:
+                _run(db, _MIGRATE_FROM_0)
+                _run(db, _SCHEMA)
+                _run(db, _COPY_FROM_0, now=now)
+            elif version == 1:
+                _run(db, _MIGRATE_FROM_1, now=now)
+            _run(db, _SCHEMA)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             db.execute("COMMIT")
         except BaseException:
@@ -153,15 +181,25 @@ class SqliteMetadataStore:
 
     def get_manifest(self, scope: str, repository: str, digest: Digest) -> ManifestRecord | None:
         row = self._db.execute(
-            "SELECT media_type, size FROM manifests WHERE scope = ? AND repository = ? AND digest = ?",
+            "SELECT media_type, size, pulled_at FROM manifests WHERE scope = ? AND repository = ? AND digest = ?",
             (scope, repository, str(digest)),
         ).fetchone()
-        return None if row is None else ManifestRecord(digest, row[0], row[1])
+        return None if row is None else ManifestRecord(digest, row[0], row[1], row[2])
 
-    def put_manifest(self, scope: str, repository: str, record: ManifestRecord) -> None:
+    def put_manifest(self, scope: str, repository: str, record: ManifestRecord, *, pulled: bool = False) -> None:
+        now = self._clock()
         self._db.execute(
-            "INSERT OR REPLACE INTO manifests VALUES (?, ?, ?, ?, ?)",
-            (scope, repository, str(record.digest), record.media_type, record.size),
+            "INSERT INTO manifests VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (scope, repository, digest) DO UPDATE SET"
+            " media_type = excluded.media_type, size = excluded.size, linked_at = excluded.linked_at,"
+            " pulled_at = coalesce(max(pulled_at, excluded.pulled_at), pulled_at, excluded.pulled_at)",
+            (scope, repository, str(record.digest), record.media_type, record.size, now, now if pulled else None),
+        )
+
+    def record_manifest_pull(self, scope: str, repository: str, digest: Digest, pulled_at: float) -> None:
+        self._db.execute(
+            "UPDATE manifests SET pulled_at = max(coalesce(pulled_at, 0), ?)"
+            " WHERE scope = ? AND repository = ? AND digest = ?",
+            (pulled_at, scope, repository, str(digest)),
         )
 
     def get_blob(self, scope: str, repository: str, digest: Digest) -> int | None:
@@ -171,7 +209,106 @@ class SqliteMetadataStore:
         return None if row is None else int(row[0])
 
     def put_blob(self, scope: str, repository: str, digest: Digest, size: int) -> None:
-        self._db.execute("INSERT OR REPLACE INTO blobs VALUES (?, ?, ?, ?)", (scope, repository, str(digest), size))
+        self._db.execute(
+            "INSERT OR REPLACE INTO blobs VALUES (?, ?, ?, ?, ?)", (scope, repository, str(digest), size, self._clock())
+        )
+
+    # -- lifecycle -----------------------------------------------------------------------------------------------
+
+    def repositories(self, after: str | None, limit: int) -> list[tuple[str, str]]:
+        rows = self._db.execute(
+            "SELECT scope, repository FROM (SELECT scope, repository FROM tags UNION SELECT scope, repository FROM"
+            " manifests UNION SELECT scope, repository FROM blobs) WHERE scope || '#' || repository > ?"
+            " ORDER BY scope || '#' || repository LIMIT ?",
+            (after or "", limit),
+        )
+        return [(scope, repository) for scope, repository in rows]
+
+    def repository_tags(self, scope: str, repository: str) -> list[TagEntry]:
+        rows = self._db.execute(
+            "SELECT tag, digest, checked_at, pulled_at FROM tags WHERE scope = ? AND repository = ?",
+            (scope, repository),
+        )
+        return [TagEntry(tag, Digest.parse(digest), checked, pulled) for tag, digest, checked, pulled in rows]
+
+    def repository_content(self, scope: str, repository: str) -> list[ContentEntry]:
+        manifests = self._db.execute(
+            "SELECT digest, size, linked_at, pulled_at FROM manifests WHERE scope = ? AND repository = ?",
+            (scope, repository),
+        ).fetchall()
+        blobs = self._db.execute(
+            "SELECT digest, size, linked_at FROM blobs WHERE scope = ? AND repository = ?", (scope, repository)
+        ).fetchall()
+        found = [ContentEntry(MANIFEST, Digest.parse(d), size, linked, pulled) for d, size, linked, pulled in manifests]
+        return found + [ContentEntry(BLOB, Digest.parse(d), size, linked) for d, size, linked in blobs]
+
+    def forget_tag(self, scope: str, repository: str, tag: str, *, pulled_before: float, checked_before: float) -> bool:
+        cursor = self._db.execute(
+            "DELETE FROM tags WHERE scope = ? AND repository = ? AND tag = ? AND pulled_at < ? AND checked_at < ?",
+            (scope, repository, tag, pulled_before, checked_before),
+        )
+        return cursor.rowcount == 1
+
+    def forget_content(
+        self, scope: str, repository: str, entry: ContentEntry, *, pulled_before: float, linked_before: float
+    ) -> bool:
+        if entry.kind == MANIFEST:
+            cursor = self._db.execute(
+                "DELETE FROM manifests WHERE scope = ? AND repository = ? AND digest = ? AND linked_at < ?"
+                " AND coalesce(pulled_at, 0) < ?",
+                (scope, repository, str(entry.digest), linked_before, pulled_before),
+            )
+        else:
+            cursor = self._db.execute(
+                "DELETE FROM blobs WHERE scope = ? AND repository = ? AND digest = ? AND linked_at < ?",
+                (scope, repository, str(entry.digest), linked_before),
+            )
+        return cursor.rowcount == 1
+
+    def references(self, digest: Digest) -> list[ContentRef]:
+        rows = self._db.execute(
+            "SELECT scope, repository, 'manifest' FROM manifests WHERE digest = ?"
+            " UNION ALL SELECT scope, repository, 'blob' FROM blobs WHERE digest = ?",
+            (str(digest), str(digest)),
+        )
+        return [ContentRef(scope, repository, kind) for scope, repository, kind in rows]
+
+    def referenced(self, digests: Sequence[Digest]) -> set[Digest]:
+        """One statement for any number of digests: they go in as one JSON array, not as SQL text."""
+        rows = self._db.execute(
+            "SELECT digest FROM manifests WHERE digest IN (SELECT value FROM json_each(:digests))"
+            " UNION SELECT digest FROM blobs WHERE digest IN (SELECT value FROM json_each(:digests))",
+            {"digests": json.dumps([str(digest) for digest in digests])},
+        )
+        return {Digest.parse(digest) for (digest,) in rows}
+
+    def add_orphan(self, orphan: Orphan) -> None:
+        self._db.execute(
+            "INSERT OR IGNORE INTO orphans VALUES (?, ?, ?)", (str(orphan.digest), orphan.size, orphan.since)
+        )
+
+    def orphans(self, after: Digest | None, limit: int) -> list[Orphan]:
+        rows = self._db.execute(
+            "SELECT digest, size, since FROM orphans WHERE digest > ? ORDER BY digest LIMIT ?",
+            (str(after) if after else "", limit),
+        )
+        return [Orphan(Digest.parse(digest), size, since) for digest, size, since in rows]
+
+    def drop_orphans(self, digests: Sequence[Digest]) -> None:
+        self._db.execute(
+            "DELETE FROM orphans WHERE digest IN (SELECT value FROM json_each(?))",
+            (json.dumps([str(digest) for digest in digests]),),
+        )
+
+    def get_cursor(self, name: str) -> str | None:
+        row = self._db.execute("SELECT value FROM cursors WHERE name = ?", (name,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def put_cursor(self, name: str, value: str | None) -> None:
+        if value is None:
+            self._db.execute("DELETE FROM cursors WHERE name = ?", (name,))
+        else:
+            self._db.execute("INSERT OR REPLACE INTO cursors VALUES (?, ?)", (name, value))
 
     # -- leases ------------------------------------------------------------------------------------------------------
 

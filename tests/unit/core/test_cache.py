@@ -396,7 +396,7 @@ def test_lookups_write_nothing_and_leave_the_pull_to_record_to_the_caller(cache,
     pulled_at = cache._metadata.get_tag("up", "library/app", "v1").pulled_at
     clock.advance(120)  # past the minute a pull is recorded to
     served = cache.lookup_manifest("up/library/app", "v1", ANY, with_body=False)
-    assert served.pull == PullRecord("up", "library/app", "v1", clock())
+    assert served.pull == PullRecord("up", "library/app", "v1", None, clock())
     assert cache._metadata.get_tag("up", "library/app", "v1").pulled_at == pulled_at  # nothing written yet
     cache.record_pull(served.pull)
     assert cache._metadata.get_tag("up", "library/app", "v1").pulled_at == clock()
