@@ -95,12 +95,14 @@ class _Fill:
                         _publish(self._pointer, _Pointer(writer.temp_path, upstream_blob.size))
                     self._update(size=upstream_blob.size, writer=writer)
                     size = self._copy(upstream_blob.chunks, writer, bound, upstream_blob.size)
+                    # Recorded before the pointer goes: a follower takes a vanished pointer of an unrecorded blob
+                    # for a failed fill.
+                    on_commit(size)
                 except BaseException:
                     writer.abort()
                     raise
                 finally:
                     _withdraw(self._pointer, writer.temp_path)
-            on_commit(size)
             self._update(committed=True)
         except RegistryError as exc:
             self._fail(exc)
@@ -240,7 +242,8 @@ class _Follower:
                     yield data
                 elif not done and self._committed():
                     done = True
-                elif not done and _read_pointer(self._pointer_path) != self._pointer:
+                elif not done and _read_pointer(self._pointer_path) != self._pointer and not self._committed():
+                    # asked again after the pointer: the holder may have recorded the blob and withdrawn since
                     raise Unavailable(f"the download of {self._job.digest} failed in another server process")
                 elif time.monotonic() - progressed > STALL_TIMEOUT_SECONDS:
                     raise Unavailable(f"download of {self._job.digest} stalled")

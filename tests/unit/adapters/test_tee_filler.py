@@ -58,6 +58,24 @@ def test_a_second_process_follows_the_download_of_the_first(tmp_path: Path, upst
     assert b"".join(follower.chunks(1000, 500)) == DATA[1000:1500]
 
 
+def test_a_follower_waits_out_the_holders_recording_of_the_blob(tmp_path: Path, upstream: FakeUpstream):
+    """The holder stores the blob, then records it: a follower that caught up meanwhile must not take the gap for a
+    failure (CI saw a client's body cut one byte short this way)."""
+    digest = upstream.add_blob("repo", DATA)
+    job = FillJob("up/repo", "up", "repo", digest)
+    (first, first_metadata), (second, _) = process(tmp_path), process(tmp_path)
+
+    def record_slowly(size: int) -> None:
+        time.sleep(0.5)
+        first_metadata.put_blob("up", "repo", digest, size)
+
+    holder = first.fill(job, lambda: upstream.open_blob("repo", digest), record_slowly)
+    follower = second.fill(job, lambda: upstream.open_blob("repo", digest), lambda size: None)
+    assert isinstance(follower, StreamedBlob)
+    assert read_all(follower) == DATA
+    assert read_all(holder) == DATA
+
+
 def test_followers_see_the_holders_failure_and_nothing_is_kept(tmp_path: Path, upstream: FakeUpstream):
     digest = upstream.add_blob("repo", DATA)
     upstream.corrupt_blobs = True
