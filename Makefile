@@ -5,14 +5,18 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# SAM CLI lives apart from the project (its pins clash with ours), on the Python of the functions' runtime.
+SAM_VENV := .venv-sam
+PYTHON_LAMBDA ?= $(or $(lastword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12)),python3.12)
 HOST ?= 127.0.0.1
 PORT ?= 5000
 DATA_DIR ?= .pullthrough
 # Debian packages the end-to-end tests drive: a real upstream registry and real pull clients.
-DEBIAN_PACKAGES := docker-registry skopeo podman containerd umoci busybox-static runc wrk uidmap
+# chromium: the status page's browser test; debootstrap: the Lambda base image `sam local` runs on (no registry here).
+DEBIAN_PACKAGES := docker-registry skopeo podman containerd umoci busybox-static runc wrk uidmap chromium debootstrap
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help install run test lint typecheck unit system-deps bench clean
+.PHONY: help install sam-tools run test lint typecheck unit system-deps bench clean
 
 help: ## Show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -24,6 +28,14 @@ $(BIN)/pullthrough: pyproject.toml
 	@touch $@
 
 install: $(BIN)/pullthrough ## Create .venv and install pullthrough with its dev tools
+
+$(SAM_VENV)/bin/sam:
+	$(PYTHON_LAMBDA) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/pip install --quiet --upgrade pip
+	$(SAM_VENV)/bin/pip install --quiet aws-sam-cli
+	@touch $@
+
+sam-tools: $(SAM_VENV)/bin/sam ## Install SAM CLI into .venv-sam (Python 3.12, as the functions run)
 
 run: install ## Start the cache on 127.0.0.1:5000 with the built-in rules
 	$(BIN)/pullthrough serve --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)
@@ -50,11 +62,11 @@ typecheck: install ## mypy --strict
 unit: install ## Unit, contract and API tests only (seconds)
 	$(BIN)/pytest -m "not e2e" -q
 
-test: system-deps install lint typecheck ## Everything: static checks, unit, contract, API and end-to-end tests
+test: system-deps install sam-tools lint typecheck ## Everything: static checks, unit, contract, API and end-to-end tests
 	$(BIN)/pytest -q
 
 bench: system-deps install ## Benchmarks against distribution's proxy (prints a table; minutes)
 	$(BIN)/python bench/bench_pull.py
 
 clean: ## Remove the virtualenv and local data
-	rm -rf $(VENV) $(DATA_DIR) build *.egg-info src/*.egg-info
+	rm -rf $(VENV) $(SAM_VENV) $(DATA_DIR) build *.egg-info src/*.egg-info

@@ -158,7 +158,7 @@ class Authenticator:
         self._clock = clock
 
     def token_for(self, basic_authorization: str | None, scopes: list[str]) -> dict[str, object]:
-        key = self._login(basic_authorization)
+        key = self.login(basic_authorization)
         return self.tokens.issue(key, requested_repositories(scopes))
 
     def check(self, bearer_authorization: str | None, repository: str | None) -> str:
@@ -174,7 +174,8 @@ class Authenticator:
             return []
         return [repository for repository in repositories if key.may_pull(repository)]
 
-    def _login(self, basic_authorization: str | None) -> PullKey:
+    def login(self, basic_authorization: str | None) -> PullKey:
+        """The pull key of Basic credentials (its name and secret); Unauthorized otherwise."""
         scheme, _, encoded = (basic_authorization or "").partition(" ")
         if scheme.lower() != "basic":
             raise Unauthorized("log in with a pull key: its name and secret")

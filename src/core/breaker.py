@@ -18,10 +18,13 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from typing import TypeVar
 
+from core import metrics as counts
 from core.digest import Digest
 from core.errors import BlobUnknown, ManifestUnknown, NameUnknown, RegistryError, TooManyRequests, Unavailable
 from core.ports import (
     BreakerState,
+    Metrics,
+    NoMetrics,
     TagPage,
     Upstream,
     UpstreamBlob,
@@ -65,12 +68,14 @@ class GuardedUpstream:
         breaker_key: str,
         scope: str,
         clock: Callable[[], float] = time.time,
+        metrics: Metrics | None = None,
     ) -> None:
         self._upstream = upstream
         self._state = state
         self._key = breaker_key
         self._scope = scope
         self._clock = clock
+        self._metrics = metrics or NoMetrics()
 
     def head_manifest(self, repository: str, reference: str) -> UpstreamHead:
         operation = lambda: self._upstream.head_manifest(repository, reference)  # noqa: E731
@@ -157,6 +162,7 @@ class GuardedUpstream:
             self._state.close_breaker(self._key)
 
     def _failed(self, error: RegistryError, state: BreakerState | None, *, probing: bool) -> None:
+        self._metrics.count(counts.UPSTREAM_FAILURE, rule=self._scope)
         trips = state.trips if state is not None else 0
         if not probing:
             failures = self._state.count_breaker_failure(self._key, error.code, error.message, FAILURE_WINDOW_SECONDS)
@@ -165,6 +171,7 @@ class GuardedUpstream:
         seconds = backoff_seconds(trips, error)
         log.warning("upstream %s failing: not asked for %.0f s (%s)", self._key, seconds, error.message)
         self._state.open_breaker(self._key, self._clock() + seconds, error.code, error.message)
+        self._metrics.count(counts.UPSTREAM_BREAKER_OPENED, rule=self._scope)
 
 
 def _refusal(state: BreakerState, key: str, seconds_left: float) -> RegistryError:

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from core import metrics as counts
 from core.breaker import GuardedUpstream
 from core.declared_sizes import DeclaredSizes
 from core.digest import Digest
@@ -159,7 +160,11 @@ class PullThroughCache:
         data = self._blobs.read(record.digest) if with_body else None
         if with_body and data is None:  # the record outlived its bytes: the full path fetches them again
             return None
-        self._metrics.count("TagHit" if ref.tag is not None else "ManifestHit")
+        self._metrics.count(counts.TAG_HIT if ref.tag is not None else counts.MANIFEST_HIT, rule=route.scope)
+        if data is not None:
+            self._metrics.count(counts.SERVED_BYTES, len(data), rule=route.scope)
+            if ref.tag is not None:
+                self._metrics.count(counts.IMAGE_PULL, rule=route.scope, repository=route.repository)
         return ServedManifest(record, data, pull=pull)
 
     def lookup_blob(self, name: str, digest_text: str, *, head: bool) -> BlobBody | None:
@@ -172,7 +177,9 @@ class PullThroughCache:
         body = self._blobs.locate(digest, head=head)
         if body is None or not _sizes_agree(body, size):
             return None
-        self._metrics.count("BlobHit")
+        self._metrics.count(counts.BLOB_HIT, rule=route.scope)
+        if not head:  # a range counts its whole blob
+            self._metrics.count(counts.SERVED_BYTES, size, rule=route.scope)
         return body
 
     def record_pull(self, pull: PullRecord) -> None:
@@ -202,21 +209,25 @@ class PullThroughCache:
                 assert negotiated is not None  # the full path fetches what it lacks
                 record = negotiated
         data = self._read_manifest(route, record) if with_body else None
+        if ref.tag is not None and with_body and pull:
+            self._metrics.count(counts.IMAGE_PULL, rule=route.scope, repository=route.repository)
         return ServedManifest(record, data, warning)
 
     def _manifest_by_digest(
         self, route: Route, digest: Digest, *, confirmed: bool = False, pulled: bool = False
     ) -> ManifestRecord:
         """`confirmed`: the upstream has just said this repository has it (a tag's HEAD named it). `pulled`: a
-        client asked for it by digest: that is a pull, recorded."""
+        client asked for it by digest: that is a pull, recorded (and counted)."""
         record = self._cached_manifest(route, digest)
         if record is not None:
-            self._metrics.count("ManifestHit")
+            if pulled:
+                self._metrics.count(counts.MANIFEST_HIT, rule=route.scope)
             if pulled and _pull_due(route, record.pulled_at, self._clock()):
                 self._metadata.record_manifest_pull(route.scope, route.repository, digest, self._clock())
             return record
         upstream = self._upstream(route)
-        self._metrics.count("ManifestMiss")
+        if pulled:
+            self._metrics.count(counts.MANIFEST_MISS, rule=route.scope)
 
         def fetch() -> ManifestRecord:
             stored = self._blobs.read(digest)
@@ -239,7 +250,7 @@ class PullThroughCache:
         if cached is not None and asked_at - cached.checked_at < route.rule.tag_ttl_seconds:
             if _pull_due(route, cached.pulled_at, asked_at):
                 self._metadata.record_pull(route.scope, route.repository, tag, asked_at)
-            self._metrics.count("TagHit")
+            self._metrics.count(counts.TAG_HIT, rule=route.scope)
             return cached.manifest, None
         try:
             record = self._revalidate_once(route, tag, cached, asked_at, pulled=True)
@@ -248,7 +259,7 @@ class PullThroughCache:
             if cached is None or (max_stale is not None and asked_at - cached.checked_at > max_stale):
                 raise
             log.warning("serving stale %s/%s:%s: %s", route.scope, route.repository, tag, exc.message)
-            self._metrics.count("StaleServed")
+            self._metrics.count(counts.STALE_SERVED, rule=route.scope)
             return cached.manifest, f"serving a cached copy: upstream failed ({exc.code})"
         return record, None
 
@@ -282,20 +293,21 @@ class PullThroughCache:
     ) -> ManifestRecord:
         """A HEAD (free on Docker Hub) tells whether the cached digest still holds; GET only what changed."""
         record = None
+        outcome = counts.TAG_MISS
         if cached is not None:
-            self._metrics.count("TagRevalidated")
             head = upstream.head_manifest(route.repository, tag)
             if head.digest == cached.manifest.digest:
-                record = cached.manifest
+                record, outcome = cached.manifest, counts.TAG_REVALIDATED
             elif head.digest is not None:
                 if not pulled:
                     self._keep_last_pulls_for_clients(route, head.digest, head.rate_limit)
                 record = self._manifest_by_digest(route, head.digest, confirmed=True)
         if record is None:
-            self._metrics.count("TagMiss")
             fetched = upstream.get_manifest(route.repository, tag)
             expected = fetched.digest or Digest.of(fetched.data)
             record = self._store_manifest(route, fetched.data, fetched.content_type, expected)
+        if pulled:  # a client's request (a refresh counts its own outcomes)
+            self._metrics.count(outcome, rule=route.scope)
         answered_at = self._clock()  # after the upstream answered: requests that waited on this one see it as theirs
         # a refresh is not a pull: the tag stays watched only while clients pull it
         previous_pull = cached.pulled_at if cached is not None else 0.0
@@ -315,6 +327,7 @@ class PullThroughCache:
     ) -> ManifestRecord:
         media_type = detect_media_type(data, content_type)  # before storing: only registry types are kept
         store_bytes(self._blobs, digest, data)  # DigestMismatch if the bytes are not what the digest says
+        self._metrics.count(counts.UPSTREAM_BYTES, len(data), rule=route.scope)
         return self._record_manifest(route, ManifestRecord(digest, media_type, len(data)), data, pulled=pulled)
 
     def _link_manifest(
@@ -368,7 +381,7 @@ class PullThroughCache:
         route = self.rules.route(name)
         digest = Digest.parse(digest_text)
         upstream = self._upstream(route)
-        self._metrics.count("BlobMiss")
+        self._metrics.count(counts.BLOB_MISS, rule=route.scope)
         # Stored for another repository or rule, it is linked here once this repository's upstream shows it has it
         # too; a HEAD that misses needs only the size. Either way one upstream HEAD answers, and no bytes move.
         stored_elsewhere = self._blobs.exists(digest)
@@ -399,9 +412,13 @@ class PullThroughCache:
         return FillOrder(
             job=self._fill_job(name, route, digest),
             source=lambda: upstream.open_blob(repository, digest),
-            record=lambda size: self._metadata.put_blob(scope, repository, digest, size),
+            record=lambda size: self._record_fill(scope, repository, digest, size),
             recorded=lambda: self._metadata.get_blob(scope, repository, digest),
         )
+
+    def _record_fill(self, scope: str, repository: str, digest: Digest, size: int) -> None:
+        self._metadata.put_blob(scope, repository, digest, size)
+        self._metrics.count(counts.UPSTREAM_BYTES, size, rule=scope)
 
     def _fill_job(self, name: str, route: Route, digest: Digest) -> FillJob:
         expected = self._declared.size(route.scope, route.repository, digest)
@@ -432,9 +449,8 @@ class PullThroughCache:
 
     def _upstream(self, route: Route) -> Upstream:
         rule = route.rule
-        return GuardedUpstream(
-            self._upstreams.for_rule(rule), self._metadata, rule.upstream_base, rule.scope, self._clock
-        )
+        return GuardedUpstream(self._upstreams.for_rule(rule), self._metadata, rule.upstream_base, rule.scope,
+                               self._clock, self._metrics)  # fmt: skip
 
 
 def _pull_due(route: Route, last_pull: float | None, now: float) -> bool:

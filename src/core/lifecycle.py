@@ -21,6 +21,7 @@ from collections import Counter
 from collections.abc import Callable, Container, Iterator
 from dataclasses import asdict, dataclass, field
 
+from core import metrics as counts
 from core.digest import Digest
 from core.errors import RegistryError
 from core.mediatypes import blob_sizes, descriptors, parse_manifest
@@ -31,7 +32,9 @@ from core.ports import (
     EventSink,
     ImageExpired,
     Lifecycle,
+    Metrics,
     NoEvents,
+    NoMetrics,
     Orphan,
     TagEntry,
     cursor_of,
@@ -151,6 +154,7 @@ class Lifecycler:
         *,
         grace_seconds: float,
         events: EventSink | None = None,
+        metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
         dry_run: bool = False,
     ) -> None:
@@ -159,6 +163,7 @@ class Lifecycler:
         self._blobs = blobs
         self._grace = grace_seconds
         self._events = events or NoEvents()
+        self._metrics = metrics or NoMetrics()
         self._clock = clock
         self._dry_run = dry_run
 
@@ -379,6 +384,7 @@ class Lifecycler:
         report.expired.append(event)
         if not self._dry_run:
             self._events.publish(event)
+            self._metrics.count(counts.LIFECYCLE_EXPIRED_IMAGES)
 
     # -- bytes ---------------------------------------------------------------------------------------------------
 
@@ -398,7 +404,10 @@ class Lifecycler:
                     self._unlink_late_links(deletable)
                 self._lifecycle.drop_orphans([orphan.digest for orphan in due])  # deleted, or not orphans any more
             report.deleted += len(deletable)
-            report.reclaimed_bytes += sum(orphan.size for orphan in deletable)
+            reclaimed = sum(orphan.size for orphan in deletable)
+            report.reclaimed_bytes += reclaimed
+            if reclaimed and not self._dry_run:
+                self._metrics.count(counts.LIFECYCLE_RECLAIMED_BYTES, reclaimed)
             if len(page) < PAGE:
                 return report
             after = page[-1].digest

@@ -407,14 +407,27 @@ class NoEvents:
 
 
 class Metrics(Protocol):
-    """Counters the service emits (cache hits and misses, stale answers); Lambda publishes them as EMF metrics."""
+    """Counters the service emits, named in core.metrics; Lambda publishes them as EMF metrics, `serve` as
+    Prometheus counters and hourly totals per rule (what `pullthrough stats` and the status page show).
+    `rule`: the scope of the rule the count belongs to; `repository`: only for IMAGE_PULL (the most pulled)."""
 
-    def count(self, name: str, value: float = 1.0) -> None: ...
+    def count(self, name: str, value: float = 1.0, *, rule: str = "", repository: str = "") -> None: ...
 
 
 class NoMetrics:
-    def count(self, name: str, value: float = 1.0) -> None:
+    def count(self, name: str, value: float = 1.0, *, rule: str = "", repository: str = "") -> None:
         pass
+
+
+class AllMetrics:
+    """Every count to each of several sinks."""
+
+    def __init__(self, *sinks: Metrics) -> None:
+        self._sinks = sinks
+
+    def count(self, name: str, value: float = 1.0, *, rule: str = "", repository: str = "") -> None:
+        for sink in self._sinks:
+            sink.count(name, value, rule=rule, repository=repository)
 
 
 # -- filling the cache -------------------------------------------------------------------------------------------

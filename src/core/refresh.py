@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from core import metrics as counts
 from core.cache import PullsReserved, PullThroughCache
 from core.digest import Digest
 from core.errors import RegistryError
@@ -70,22 +71,23 @@ class Refresher:
         try:
             route = self._cache.rules.route(name)
         except RegistryError as exc:  # no rule leads there (any more), or it denies the name
-            self._metrics.count("RefreshFailed")
+            self._metrics.count(counts.REFRESH_FAILED)
             return RefreshOutcome(name, tag, "failed", None, None, f"{exc.code}: {exc.message}")
         cached = self._tags.get_tag(route.scope, route.repository, tag)
         previous = str(cached.manifest.digest) if cached is not None else None
         try:
             record = self._cache.confirm_tag(route, tag, cached)
         except PullsReserved as exc:  # not a failure: the tag moved, and the next run (or pull) fetches it
-            self._metrics.count("RefreshDeferred")
+            self._metrics.count(counts.REFRESH_DEFERRED, rule=route.scope)
             return RefreshOutcome(name, tag, "deferred", previous, previous, f"{exc}; kept for clients")
         except RegistryError as exc:
-            self._metrics.count("RefreshFailed")
+            self._metrics.count(counts.REFRESH_FAILED, rule=route.scope)
             self._publish(route, tag, None, exc)
             return RefreshOutcome(name, tag, "failed", previous, previous, f"{exc.code}: {exc.message}")
         if str(record.digest) == previous:
+            self._metrics.count(counts.REFRESH_UNCHANGED, rule=route.scope)
             return RefreshOutcome(name, tag, "unchanged", previous, previous)
-        self._metrics.count("RefreshUpdated")
+        self._metrics.count(counts.REFRESH_UPDATED, rule=route.scope)
         self._publish(route, tag, str(record.digest), None)
         self._prefetch(route, name, record)
         return RefreshOutcome(name, tag, "updated", str(record.digest), previous)

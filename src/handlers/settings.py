@@ -24,6 +24,7 @@ LOCAL_SWEEP_INTERVAL_SECONDS = 3600
 AWS_GRACE_SECONDS = 7200
 
 AuthMode = Literal["token", "none"]
+MetricsAccess = Literal["loopback", "everyone", "off"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,11 @@ class DataDir:
     @property
     def signing_keys(self) -> Path:
         return self.root / "token-signing-keys.json"
+
+    @property
+    def metrics(self) -> Path:
+        """The Prometheus client's files, one set per process of a running `serve` (emptied when it starts)."""
+        return self.root / "metrics"
 
     def create(self) -> DataDir:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -65,6 +71,7 @@ class LocalSettings:
     max_cache_size: int | None = None  # bytes; over it, the least recently pulled images are evicted
     gc_grace_seconds: int = LOCAL_GRACE_SECONDS
     gc_interval_seconds: int = LOCAL_SWEEP_INTERVAL_SECONDS
+    metrics_access: MetricsAccess = "loopback"  # who may read /metrics
 
     WORKER_ENVIRONMENT = "PULLTHROUGH_SERVE_SETTINGS"
 
@@ -89,6 +96,7 @@ class LocalSettings:
             max_cache_size=document["max_cache_size"],
             gc_grace_seconds=document["gc_grace_seconds"],
             gc_interval_seconds=document["gc_interval_seconds"],
+            metrics_access=document["metrics_access"],
         )
 
 
@@ -107,6 +115,9 @@ class AwsSettings:
     miss_budget: int = DEFAULT_MISS_BUDGET
     refresh_window_days: float = 30.0
     refresh_limit: int = 500
+    # How often a container writes its usage totals: each write is one small item per rule and hour it saw traffic
+    # for, and a container shut down loses at most this much of them.
+    usage_flush_seconds: float = 60.0
     sweep_grace_seconds: int = AWS_GRACE_SECONDS
     sweep_repositories_per_run: int = 10000
     endpoint_url: str | None = None  # set when S3 and DynamoDB are emulated (moto), never on AWS

@@ -24,6 +24,7 @@ from core.ports import (
     cursor_of,
 )
 from core.rules import RuleStore
+from core.usage import RETENTION_HOURS, UsageKey, UsageTotals, hour_of
 
 D1 = Digest.of(b"one")
 D2 = Digest.of(b"two")
@@ -329,5 +330,25 @@ def _by_digest(orphan: Orphan) -> str:
     return str(orphan.digest)
 
 
+class UsageTotalsContract:
+    """core.usage.UsageTotals: hourly totals, added to, read from an hour on, a week kept."""
+
+    def test_totals_add_up_per_hour_rule_repository_and_name(self, store: UsageTotals, clock):
+        now = hour_of(clock())
+        store.add_usage({UsageKey(now, "up", "", "TagHit"): 3, UsageKey(now, "up", "library/a", "ImagePull"): 1})
+        store.add_usage({UsageKey(now, "up", "", "TagHit"): 2.5, UsageKey(now - 2, "up", "", "TagHit"): 7,
+                         UsageKey(now, "other", "", "TagHit"): 1})  # fmt: skip
+        assert sorted(store.usage(now - 1), key=str) == sorted(
+            [(UsageKey(now, "up", "", "TagHit"), 5.5), (UsageKey(now, "up", "library/a", "ImagePull"), 1),
+             (UsageKey(now, "other", "", "TagHit"), 1)], key=str)  # fmt: skip
+        assert (UsageKey(now - 2, "up", "", "TagHit"), 7) in store.usage(now - 2)
+
+    def test_totals_older_than_the_retention_go(self, store: UsageTotals, clock):
+        old = hour_of(clock()) - RETENTION_HOURS - 1
+        store.add_usage({UsageKey(old, "up", "", "TagHit"): 1})
+        store.add_usage({UsageKey(hour_of(clock()), "up", "", "TagHit"): 1})
+        assert [key.hour for key, _ in store.usage(old)] == [hour_of(clock())]
+
+
 METADATA_CONTRACTS = (TagStoreContract, ContentIndexContract, LeasesContract, BreakersContract, CountersContract,
-                      KeyStoreContract, RuleStoreContract, LifecycleContract)  # fmt: skip
+                      KeyStoreContract, RuleStoreContract, LifecycleContract, UsageTotalsContract)  # fmt: skip

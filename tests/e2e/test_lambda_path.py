@@ -89,4 +89,4 @@ def test_a_blob_too_big_for_one_request_is_filled_once_by_the_fill_function(
         assert [entry.method for entry in downloads] == ["GET", "GET"]
         # how much the closed GET had in flight is timing; it never came whole, and the fill function's did
         assert downloads[0].bytes < int(size) and downloads[1].bytes == int(size)
-        assert f'"BlobFilledBytes":[{size}.0]' in cache.log.read_text()  # the fill function's metric
+        assert f'"UpstreamBytes":[{size}.0]' in cache.log.read_text()  # the fill function's metric

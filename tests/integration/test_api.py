@@ -87,11 +87,13 @@ def test_blob_get_head_and_ranges(client, image):
     path = f"/v2/up/library/app/blobs/{image['layer']}"
     cold = client.get(path)
     assert cold.status_code == 200 and cold.content == LAYER
-    assert cold.headers["docker-content-digest"] == image["layer"]
+    assert cold.headers["docker-content-digest"] == image["layer"] and cold.headers["x-cache"] == "miss"
     warm = client.get(path)
     assert warm.content == LAYER and warm.headers["content-length"] == str(len(LAYER))
+    assert warm.headers["x-cache"] == "hit"
     head = client.head(path)
     assert head.status_code == 200 and head.content == b"" and head.headers["content-length"] == str(len(LAYER))
+    assert head.headers["x-cache"] == "hit"
 
     partial = client.get(path, headers={"Range": "bytes=500-1499"})
     assert partial.status_code == 206 and partial.content == LAYER[500:1500]
@@ -229,7 +231,7 @@ def test_a_blob_deleted_between_its_lookup_and_its_answer_is_filled_again(client
     cache.lookup_blob = found_then_deleted
     upstream.calls.clear()
     response = client.get(f"/v2/up/library/app/blobs/{image['layer']}")
-    assert response.status_code == 200 and response.content == LAYER
+    assert response.status_code == 200 and response.content == LAYER and response.headers["x-cache"] == "miss"
     assert upstream.calls == {"open_blob": 1}
 
 

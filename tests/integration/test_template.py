@@ -34,6 +34,9 @@ CREDENTIALS_SECRETS = (
     "arn:${AWS::Partition}:secretsmanager:${AWS::Region}:${AWS::AccountId}:secret:ecr-pullthroughcache/*"
 )
 SNAPSTART_FUNCTIONS = {"ApiFunction"}
+# What only the local server and the CLI use, and the Lambda package (src/requirements.txt) leaves out.
+LOCAL_MODE_ONLY = {"uvicorn", "click", "prometheus-client", "jinja2", "rich"}
+LOCAL_MODE_MODULES = {"uvicorn", "click", "prometheus_client", "jinja2", "rich"}
 API_GATEWAY_TIMEOUT_SECONDS = 30
 # SAM attaches these AWS managed policies to every role it generates (logs; X-Ray for Tracing: Active).
 SAM_MANAGED_POLICIES = {
@@ -170,13 +173,14 @@ def test_functions_are_arm64_traced_with_logs_and_sized_for_their_job(transforme
     assert set(functions) == FUNCTIONS
     for name, function in functions.items():
         props = function["Properties"]
-        assert props["Architectures"] == ["arm64"], name
+        assert props["Architectures"] == [{"Ref": "Architecture"}], name  # arm64 unless run by `sam local` on x86
         assert props["Runtime"] in {"python3.12", "python3.13"}, name
         assert props["TracingConfig"] == {"Mode": "Active"}, name
         log_group = transformed["Resources"][props["LoggingConfig"]["LogGroup"]["Ref"]]
         assert log_group["Type"] == "AWS::Logs::LogGroup", name
         assert log_group["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}, name
         assert ("SnapStart" in props) == (name in SNAPSTART_FUNCTIONS), name
+    assert transformed["Parameters"]["Architecture"]["Default"] == "arm64"
     assert functions["ApiFunction"]["Properties"]["SnapStart"] == {"ApplyOn": "PublishedVersions"}
     assert functions["ApiFunction"]["Properties"]["Timeout"] < API_GATEWAY_TIMEOUT_SECONDS
     assert functions["FillFunction"]["Properties"]["Timeout"] == 900
@@ -190,7 +194,7 @@ def test_environment_matches_what_the_code_reads(transformed: dict[str, Any]) ->
         "PULLTHROUGH_BUILTIN_RULES": {"Ref": "BuiltinUpstreams"},
         "PULLTHROUGH_SYNC_FILL_MAX_BYTES": {"Ref": "SyncFillMaxBytes"},
         "PULLTHROUGH_PRESIGN_EXPIRY_SECONDS": {"Ref": "PresignExpirySeconds"},
-        "POWERTOOLS_SERVICE_NAME": "pullthrough",
+        "POWERTOOLS_SERVICE_NAME": {"Ref": "AWS::StackName"},
         "POWERTOOLS_METRICS_NAMESPACE": "Pullthrough",
         "POWERTOOLS_LOG_LEVEL": {"Ref": "LogLevel"},
     }
@@ -360,14 +364,18 @@ def test_handler_is_importable(template: dict[str, Any], function: str, handler:
         POWERTOOLS_TRACE_DISABLED="1",
         POWERTOOLS_METRICS_DISABLED="1",
     )
-    probe = (
+    probe = (  # as on Lambda, where the local mode's packages are not installed
         "import importlib, sys\n"
+        "class Absent:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in sys.argv[3].split(','): raise ModuleNotFoundError(name, name=name)\n"
+        "sys.meta_path.insert(0, Absent())\n"
         "module = importlib.import_module(sys.argv[1])\n"
         "function = getattr(module, sys.argv[2], None)\n"
         "sys.exit(0 if callable(function) else f'{sys.argv[1]} has no callable {sys.argv[2]!r}')\n"
     )
     result = subprocess.run(
-        [sys.executable, "-c", probe, module, attribute],
+        [sys.executable, "-c", probe, module, attribute, ",".join(LOCAL_MODE_MODULES)],
         capture_output=True,
         text=True,
         env=env,
@@ -569,4 +577,37 @@ def _requirement_names(lines: list[str]) -> set[str]:
 def test_lambda_requirements_are_the_runtime_dependencies_minus_local_mode() -> None:
     lambda_requirements = _requirement_names((SRC / "requirements.txt").read_text().splitlines())
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    assert lambda_requirements == _requirement_names(project) - {"uvicorn", "click"}
+    assert lambda_requirements == _requirement_names(project) - LOCAL_MODE_ONLY
+
+
+def _pullthrough_metrics_in_the_dashboard(template: dict[str, Any]) -> set[str]:
+    body = template["Resources"]["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    document = json.loads(re.sub(r"\$\{[^}]+\}", "x", body))  # the substitutions are only names and ARNs
+    names = set()
+    for widget in document["widgets"]:
+        for row in widget["properties"].get("metrics", []):
+            if isinstance(row[0], str):
+                assert row[0] != ".", "write every namespace out: the test reads each row alone"
+                if row[0] == "Pullthrough":
+                    names.add(row[1])
+    return names
+
+
+def test_the_dashboard_and_the_alarms_name_only_metrics_the_code_emits(template: dict[str, Any]) -> None:
+    from core import metrics
+
+    alarms = {name: resource["Properties"] for name, resource in template["Resources"].items()
+              if resource["Type"] == "AWS::CloudWatch::Alarm"}  # fmt: skip
+    assert set(alarms) == {"ApiServerErrorsAlarm", "UpstreamFailingAlarm", "FillFailuresAlarm", "RefreshFailuresAlarm"}
+    ours = {alarm["MetricName"] for alarm in alarms.values() if alarm.get("Namespace") == "Pullthrough"}
+    named = _pullthrough_metrics_in_the_dashboard(template) | ours
+    assert named and named <= set(metrics.ALL), named - set(metrics.ALL)
+    # ... and every name in core.metrics is counted somewhere in the code, by its constant
+    code = "\n".join(path.read_text() for path in SRC.rglob("*.py") if path.name != "metrics.py")
+    constants = {value: name for name, value in vars(metrics).items() if isinstance(value, str) and name.isupper()}
+    silent = [name for value, name in constants.items() if value in metrics.ALL and f"counts.{name}" not in code]
+    assert silent == []
+    for alarm in alarms.values():  # notify the optional topic, and stay quiet without data
+        assert alarm["TreatMissingData"] == "notBreaching"
+        assert alarm["AlarmActions"] == {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}],
+                                                    {"Ref": "AWS::NoValue"}]}  # fmt: skip

@@ -9,6 +9,8 @@ from handlers.cli.keys import keys
 from handlers.cli.refresh import refresh
 from handlers.cli.rules import rules
 from handlers.cli.serve import serve
+from handlers.cli.stats import stats
+from handlers.cli.warm import warm
 
 
 @click.group()
@@ -16,5 +18,5 @@ def main() -> None:
     """pullthrough: a pull-through cache for container registries."""
 
 
-for command in (serve, refresh, gc, rules, keys):
+for command in (serve, refresh, gc, stats, warm, rules, keys):
     main.add_command(command)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import shutil
 from pathlib import Path
 
 import click
@@ -26,8 +27,10 @@ from handlers.settings import (
     AwsSettings,
     DataDir,
     LocalSettings,
+    MetricsAccess,
     UpstreamSettings,
 )
+from pullthrough_adapters.local.prometheus import MULTIPROCESS_DIRECTORY
 
 
 @click.command()
@@ -56,6 +59,9 @@ from handlers.settings import (
               help="Evicted or expired bytes are deleted this long after nothing records them: 30s, 10m.")  # fmt: skip
 @click.option("--gc-interval", default=f"{LOCAL_SWEEP_INTERVAL_SECONDS // 3600}h", show_default=True,
               help="How often the server sweeps the images its rules let expire (expire_unpulled).")  # fmt: skip
+@click.option("--metrics", "metrics_access", type=click.Choice(["loopback", "everyone", "off"]),
+              help="Who may read /metrics: loopback clients (the default in token mode), everyone (the default in "
+              "none mode, where the content is open anyway) or nobody.")  # fmt: skip
 @click.option("--access-log/--no-access-log", default=False, show_default=True)
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))  # fmt: skip
@@ -69,8 +75,8 @@ from handlers.settings import (
 def serve(
     host: str, port: int, data_dir: Path, rules_file: Path | None, workers: int, upstream_timeout: float,
     allow_private_upstreams: bool, auth: AuthMode | None, public_url: str | None, miss_budget: int,
-    max_cache_size: str | None, gc_grace: str, gc_interval: str, access_log: bool, log_level: str, lambda_path: bool,
-    table: str, bucket: str, sync_fill_max_bytes: int,
+    max_cache_size: str | None, gc_grace: str, gc_interval: str, metrics_access: MetricsAccess | None,
+    access_log: bool, log_level: str, lambda_path: bool, table: str, bucket: str, sync_fill_max_bytes: int,
 ) -> None:  # fmt: skip
     """Start the cache as a local registry."""
     mode: AuthMode = auth or ("none" if _loopback(host) else "token")
@@ -93,6 +99,7 @@ def serve(
         max_cache_size=cap,
         gc_grace_seconds=grace,
         gc_interval_seconds=interval,
+        metrics_access=metrics_access or ("loopback" if mode == "token" else "everyone"),
     )
     try:
         rules = load_rules(rules_file) if rules_file else None
@@ -112,6 +119,7 @@ def serve(
             builtin_rules="" if rules_file else ",".join(PRESETS), miss_budget=miss_budget,
             endpoint_url=os.environ.get("AWS_ENDPOINT_URL"),  # boto3's own variable, read by boto3 too
             upstream=settings.upstream,
+            usage_flush_seconds=0,  # one process here, not a fleet: `stats --table` sees every request at once
         )  # fmt: skip
         os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
         click.echo(f"pullthrough (Lambda path) on http://{host}:{port}; table {table}, bucket {bucket}", err=True)
@@ -123,6 +131,7 @@ def serve(
     click.echo(f"pullthrough on http://{host}:{port} (data in {settings.data_dir.root}); rules: {prefixes}", err=True)
     raise_file_limit()
     os.environ.update(settings.for_workers())  # the one way into uvicorn's worker processes
+    os.environ[MULTIPROCESS_DIRECTORY] = str(_fresh(settings.data_dir.metrics))
     uvicorn.run(
         "handlers.composition.local:app_for_worker",
         factory=True,
@@ -135,6 +144,13 @@ def serve(
         loop="uvloop",
         timeout_keep_alive=30,
     )
+
+
+def _fresh(directory: Path) -> Path:
+    """An empty directory for this run's Prometheus files: counters start again with the server."""
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    return directory
 
 
 def _public_url(given: str | None, host: str, port: int, *, token: bool) -> str:

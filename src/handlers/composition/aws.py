@@ -22,7 +22,8 @@ from core.lifecycle import Lifecycler
 from core.ports import Metrics
 from core.refresh import Refresher
 from core.rules import ReloadingRules, RuleSet, RuleSource
-from handlers.composition.powertools import PowertoolsMetrics, instrumented, logger, metrics
+from core.stats import Report, report
+from handlers.composition.powertools import PowertoolsMetrics, instrumented, logger
 from handlers.presets import preset_rules, with_stored_rules
 from handlers.rules_file import load_rules
 from handlers.settings import TOKEN_SERVICE, AwsSettings
@@ -101,13 +102,25 @@ def rule_source(settings: AwsSettings) -> RuleSource:
 
 
 def build_lifecycler(
-    settings: AwsSettings, rules_file: Path | None = None, *, grace_seconds: float, dry_run: bool = False
+    settings: AwsSettings,
+    rules_file: Path | None = None,
+    *,
+    grace_seconds: float,
+    dry_run: bool = False,
+    metrics: Metrics | None = None,
 ) -> Lifecycler:
     """The sweep over the table and the bucket; with `rules_file` (`pullthrough gc --table`), its rules instead."""
     events = EventBridgeEvents(clients_for(settings).events_client())
     rules = load_rules(rules_file) if rules_file is not None else rule_source(settings)
     return Lifecycler(rules, table_store(settings), blob_store(settings), grace_seconds=grace_seconds, events=events,
-                      dry_run=dry_run)  # fmt: skip
+                      metrics=metrics, dry_run=dry_run)  # fmt: skip
+
+
+def build_report(settings: AwsSettings, rules_file: Path | None = None) -> Report:
+    """`pullthrough stats --table`: the report over a deployment's table (its usage totals included)."""
+    rules = load_rules(rules_file) if rules_file is not None else rule_source(settings)
+    table = table_store(settings)
+    return report(rules.current(), table, table, table, time.time())
 
 
 def authenticator(settings: AwsSettings) -> Authenticator | None:
@@ -131,11 +144,9 @@ def fill_handler(settings: AwsSettings) -> LambdaHandler:
 
     def fill(event: dict[str, str], context: Any) -> dict[str, Any]:
         order = cache.fill_order(event["name"], event["digest"])
-        size = complete_hand_over(order, blobs, metadata, event["lease_owner"])
+        size = complete_hand_over(order, blobs, metadata, event["lease_owner"])  # counts UpstreamBytes
         if size is None:
             logger.info("another filler holds the lease", extra={"digest": event["digest"]})
-        else:
-            metrics.add_metric(name="BlobFilledBytes", unit="Bytes", value=size)
         return {"name": event["name"], "digest": event["digest"], "size": size}
 
     return instrumented(fill)
@@ -167,14 +178,12 @@ def sweep_handler(settings: AwsSettings) -> LambdaHandler:
     """The scheduled lifecycle sweep: as many repositories as its time (and SweepRepositoriesPerRun) allows, going
     on where the last run stopped, then the orphaned bytes past their grace, deleted in batches. Each expired image
     is an "ECR Image Action" event on EventBridge."""
-    lifecycler = build_lifecycler(settings, grace_seconds=settings.sweep_grace_seconds)
+    lifecycler = build_lifecycler(settings, grace_seconds=settings.sweep_grace_seconds, metrics=PowertoolsMetrics())
 
     def sweep(event: dict[str, Any], context: Any) -> dict[str, object]:
         remaining = context.get_remaining_time_in_millis() / 1000
         stop_after = time.monotonic() + remaining - SWEEP_RESERVE_SECONDS  # the rest: orphans, the cursor, metrics
         report = lifecycler.sweep(max_repositories=settings.sweep_repositories_per_run, stop_after=stop_after)
-        metrics.add_metric(name="LifecycleReclaimedBytes", unit="Bytes", value=report.reclaimed_bytes)
-        metrics.add_metric(name="LifecycleExpiredImages", unit="Count", value=len(report.expired))
         summary = report.to_dict()
         summary["expired"] = len(report.expired)
         logger.info("swept", extra=summary)

@@ -9,7 +9,9 @@ from fastapi import Request
 from mangum import Mangum
 
 from core.budget import MissBudget, MissBudgetPolicy
+from core.ports import AllMetrics
 from core.rules import Rule
+from core.usage import UsageMeter
 from handlers.composition.aws import LambdaHandler, authenticator, build_cache, table_store
 from handlers.composition.powertools import PowertoolsMetrics, instrumented, logger
 from handlers.http.admin import create_admin_app
@@ -26,13 +28,17 @@ TEXT_MEDIA_TYPES = ["application/json", "text/", "application/vnd.oci.image.", "
 def registry_handler(settings: AwsSettings, dispatcher: FillDispatcher | None = None) -> LambdaHandler:
     """Everything is built here, once per container (and captured in the SnapStart snapshot); `dispatcher` starts
     the fill function (default: an asynchronous invocation)."""
-    cache = build_cache(settings, PowertoolsMetrics(), dispatcher)
+    usage = UsageMeter(table_store(settings))
+    cache = build_cache(settings, AllMetrics(PowertoolsMetrics(), usage), dispatcher)
     budget = MissBudget(table_store(settings), MissBudgetPolicy(settings.miss_budget))
     app = create_app(cache, authenticator(settings), token_realm=_token_realm(settings), budget=budget)
     asgi = Mangum(app, lifespan="off", text_mime_types=TEXT_MEDIA_TYPES)
 
     def registry(event: dict[str, Any], context: Any) -> dict[str, Any]:
-        response: dict[str, Any] = asgi(event, context)
+        try:
+            response: dict[str, Any] = asgi(event, context)
+        finally:
+            usage.flush_if_due(settings.usage_flush_seconds)
         return response
 
     return instrumented(registry, http=True)

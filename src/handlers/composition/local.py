@@ -3,17 +3,27 @@
 
 from __future__ import annotations
 
+import os
+import threading
+import time
+from collections.abc import Callable
+
 from fastapi import FastAPI
 
 from core.auth import Authenticator, TokenService
 from core.budget import MissBudget, MissBudgetPolicy
 from core.cache import PullThroughCache
 from core.lifecycle import Lifecycler
+from core.ports import AllMetrics, Metrics, NoMetrics
 from core.refresh import Refresher
 from core.rules import ReloadingRules, RuleSource
+from core.stats import Report, inventory, report
+from core.usage import UsageMeter
 from handlers.composition.janitor import Janitor
 from handlers.http.lanes import UpstreamLanes
+from handlers.http.observed import ObservedRequests
 from handlers.http.registry import create_app
+from handlers.http.status import StatusSources, status_error, status_router
 from handlers.logs import configure_logging
 from handlers.presets import BUILTIN_RULES, with_stored_rules
 from handlers.rules_file import load_rules
@@ -22,11 +32,14 @@ from pullthrough_adapters.local.blob_store import FileBlobStore
 from pullthrough_adapters.local.events import LogEvents
 from pullthrough_adapters.local.filler import TeeFiller
 from pullthrough_adapters.local.metadata_store import SqliteMetadataStore
+from pullthrough_adapters.local.prometheus import MULTIPROCESS_DIRECTORY, PrometheusMetrics, StateCollector
 from pullthrough_adapters.local.signing_keys import FileSigningKeys
 from pullthrough_adapters.upstream.addresses import AddressPolicy
-from pullthrough_adapters.upstream.client import HttpUpstreams
+from pullthrough_adapters.upstream.client import HttpUpstreams, ResponseHook
 
 RULES_RELOAD_SECONDS = 5.0
+USAGE_FLUSH_SECONDS = 5.0  # how often a server process writes its usage totals (what `stats` and `/` read)
+STORED_BYTES_MAX_AGE_SECONDS = 30.0  # the stored bytes are a walk of the blob directory
 
 
 def metadata_store(data_dir: DataDir) -> SqliteMetadataStore:
@@ -45,10 +58,17 @@ def blob_store(data_dir: DataDir) -> FileBlobStore:
     return FileBlobStore(data_dir.create().root)
 
 
-def build_cache(settings: LocalSettings, metadata: SqliteMetadataStore) -> PullThroughCache:
+def build_cache(
+    settings: LocalSettings,
+    metadata: SqliteMetadataStore,
+    metrics: Metrics | None = None,
+    on_upstream_response: ResponseHook | None = None,
+) -> PullThroughCache:
     blobs = blob_store(settings.data_dir)
-    upstreams = HttpUpstreams(AddressPolicy(settings.upstream.allow_private), settings.upstream.timeout_seconds)
-    return PullThroughCache(rule_source(settings, metadata), metadata, blobs, upstreams, TeeFiller(blobs, metadata))
+    upstreams = HttpUpstreams(AddressPolicy(settings.upstream.allow_private), settings.upstream.timeout_seconds,
+                              on_response=on_upstream_response)  # fmt: skip
+    return PullThroughCache(rule_source(settings, metadata), metadata, blobs, upstreams, TeeFiller(blobs, metadata),
+                            metrics=metrics)  # fmt: skip
 
 
 def authenticator(data_dir: DataDir, metadata: SqliteMetadataStore) -> Authenticator:
@@ -57,39 +77,97 @@ def authenticator(data_dir: DataDir, metadata: SqliteMetadataStore) -> Authentic
     return Authenticator(metadata, tokens)
 
 
-def build_app(settings: LocalSettings) -> FastAPI:
+def build_app(settings: LocalSettings, prometheus: PrometheusMetrics, usage: UsageMeter) -> FastAPI:
+    """The registry, its status pages and /metrics, every count going to Prometheus and the usage totals."""
     metadata = metadata_store(settings.data_dir)
     auth = authenticator(settings.data_dir, metadata) if settings.auth == "token" else None
     realm = f"{settings.public_url}/token"
     budget = MissBudget(metadata, MissBudgetPolicy(settings.miss_budget))
-    cache = build_cache(settings, metadata)
-    return create_app(cache, auth, token_realm=lambda request: realm, budget=budget, lanes=UpstreamLanes())
+    cache = build_cache(settings, metadata, AllMetrics(prometheus, usage), prometheus.observe_upstream)
+    blobs = blob_store(settings.data_dir)
+    stored_bytes = _remembered(blobs.usage, STORED_BYTES_MAX_AGE_SECONDS)
+    sources = StatusSources(cache.rule_source, metadata, metadata, metadata, blobs, stored_bytes)
+    state = StateCollector(lambda: _content_by_rule(cache.rule_source, metadata), stored_bytes,
+                           lambda: metadata.live_leases("fill/"),
+                           lambda: {rule.upstream_base: metadata.get_breaker(rule.upstream_base)
+                                    for rule in cache.rule_source.current()})  # fmt: skip
+    pages = status_router(sources, auth, lambda: prometheus.exposition(state), settings.metrics_access)
+    app = create_app(cache, auth, token_realm=lambda request: realm, budget=budget, lanes=UpstreamLanes(),
+                     pages=pages, page_error=status_error)  # fmt: skip
+    app.add_middleware(ObservedRequests, observe=prometheus.observe_request)
+    app.router.on_shutdown.append(usage.flush)
+    return app
 
 
 def app_for_worker() -> FastAPI:
     """The uvicorn factory: each server worker process builds its own app over the shared data directory, from the
-    settings `serve` handed down."""
+    settings `serve` handed down (and the Prometheus files' directory, which `serve` set before this was imported)."""
     settings = LocalSettings.from_workers_environment()
     configure_logging(settings.log_level)
-    build_janitor(settings).start()
-    return build_app(settings)
+    prometheus = PrometheusMetrics()
+    usage = UsageMeter(metadata_store(settings.data_dir))
+    _every(USAGE_FLUSH_SECONDS, usage.flush, "usage")
+    build_janitor(settings, prometheus).start()
+    return build_app(settings, prometheus, usage)
 
 
 def build_refresher(settings: LocalSettings) -> Refresher:
-    """`pullthrough refresh`: the same cache, its sync events to the log."""
+    """`pullthrough refresh`: the same cache, its sync events to the log; beside a running `serve`, its outcomes
+    counted on the server's /metrics too."""
     metadata = metadata_store(settings.data_dir)
-    return Refresher(build_cache(settings, metadata), metadata, LogEvents())
+    metrics: Metrics = NoMetrics()
+    if settings.data_dir.metrics.is_dir():
+        os.environ.setdefault(MULTIPROCESS_DIRECTORY, str(settings.data_dir.metrics))
+        metrics = PrometheusMetrics()
+    return Refresher(build_cache(settings, metadata, metrics), metadata, LogEvents(), metrics)
 
 
-def build_lifecycler(settings: LocalSettings, *, grace_seconds: float, dry_run: bool = False) -> Lifecycler:
+def build_lifecycler(
+    settings: LocalSettings, *, grace_seconds: float, dry_run: bool = False, metrics: Metrics | None = None
+) -> Lifecycler:
     """`pullthrough gc` and the size cap: the sweep over the data directory, its expirations to the log."""
     metadata = metadata_store(settings.data_dir)
     return Lifecycler(rule_source(settings, metadata), metadata, blob_store(settings.data_dir),
-                      grace_seconds=grace_seconds, events=LogEvents(), dry_run=dry_run)  # fmt: skip
+                      grace_seconds=grace_seconds, events=LogEvents(), metrics=metrics, dry_run=dry_run)  # fmt: skip
 
 
-def build_janitor(settings: LocalSettings) -> Janitor:
+def build_janitor(settings: LocalSettings, metrics: Metrics | None = None) -> Janitor:
     """The lifecycle in the background of `serve`: sweeps, the size cap and the deletion of orphaned bytes."""
-    lifecycler = build_lifecycler(settings, grace_seconds=settings.gc_grace_seconds)
+    lifecycler = build_lifecycler(settings, grace_seconds=settings.gc_grace_seconds, metrics=metrics)
     return Janitor(lifecycler, metadata_store(settings.data_dir), sweep_every=settings.gc_interval_seconds,
                    usage=blob_store(settings.data_dir).usage, cap=settings.max_cache_size)  # fmt: skip
+
+
+def build_report(settings: LocalSettings) -> Report:
+    """`pullthrough stats`: the same report the status page shows."""
+    metadata = metadata_store(settings.data_dir)
+    return report(rule_source(settings, metadata).current(), metadata, metadata, metadata, time.time())
+
+
+def _content_by_rule(rules: RuleSource, records: SqliteMetadataStore) -> dict[str, tuple[int, int, int]]:
+    found = {}
+    for rule in rules.current():
+        held = inventory(records, rule.scope)
+        found[rule.prefix or "(root)"] = (held.repositories, held.tags, held.bytes_stored)
+    return found
+
+
+def _remembered(read: Callable[[], int], max_age: float) -> Callable[[], int]:
+    """`read`, asked again only once its answer is `max_age` seconds old."""
+    last: list[tuple[float, int]] = []
+
+    def remembered() -> int:
+        if not last or time.monotonic() - last[0][0] > max_age:
+            last[:] = [(time.monotonic(), read())]
+        return last[0][1]
+
+    return remembered
+
+
+def _every(seconds: float, task: Callable[[], None], name: str) -> None:
+    def run() -> None:
+        while True:
+            time.sleep(seconds)
+            task()
+
+    threading.Thread(target=run, name=name, daemon=True).start()

@@ -12,6 +12,8 @@ from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 
+from core import metrics as counts
+
 logger = Logger()
 # Wire-level debug lines hold raw headers (an upstream's redirect Location, with its signature): never wanted.
 for _name in ("httpx", "httpcore"):
@@ -25,10 +27,13 @@ Handler = Callable[[Any, Any], Any]
 
 
 class PowertoolsMetrics:
-    """The core's Metrics port, published as CloudWatch EMF by Powertools at the end of each invocation."""
+    """The core's Metrics port, published as CloudWatch EMF by Powertools at the end of each invocation. No rule
+    dimension: each combination of dimensions is a custom metric of its own, billed monthly; the hourly totals per
+    rule are in the table (see core.usage)."""
 
-    def count(self, name: str, value: float = 1.0) -> None:
-        metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+    def count(self, name: str, value: float = 1.0, *, rule: str = "", repository: str = "") -> None:
+        unit = MetricUnit.Bytes if name in counts.BYTES else MetricUnit.Count
+        metrics.add_metric(name=name, unit=unit, value=value)
 
 
 def instrumented(handler: Handler, *, http: bool = False) -> Handler:

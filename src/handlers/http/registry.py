@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import BinaryIO, TypeVar
 from urllib.parse import urlencode
 
-from fastapi import FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, RedirectResponse, StreamingResponse
 from starlette.background import BackgroundTask
@@ -47,6 +47,7 @@ PUSH_AND_DELETE = ["POST", "PUT", "PATCH", "DELETE"]
 _NAMESPACE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})(?::[0-9]{1,5})?\Z")
 MAX_PAGE_DIGITS = 9
 
+PageError = Callable[[Request, RegistryError], Response | None]  # a page for an error off the registry's routes
 TokenRealm = Callable[[Request], str]
 
 
@@ -57,10 +58,13 @@ def create_app(
     token_realm: TokenRealm | None = None,
     budget: MissBudget | None = None,
     lanes: UpstreamLanes | None = None,
+    pages: APIRouter | None = None,
+    page_error: PageError | None = None,
 ) -> FastAPI:
     """The registry; with `auth`, every /v2/ route takes only tokens from its /token endpoint at `token_realm`
     (the configured public URL, never whatever Host a client sends). `budget` limits what each client may make the
-    cache ask upstreams for; `lanes` keep one upstream's slowness to itself (see handlers.lanes)."""
+    cache ask upstreams for; `lanes` keep one upstream's slowness to itself (see handlers.lanes); `pages`: the status
+    pages and /metrics of a local server (handlers.http.status), whose errors `page_error` answers as pages."""
     if auth is not None and token_realm is None:
         raise ValueError("token auth needs the token endpoint's public URL")
     # Hits are looked up on the event loop (reads only); anything that needs the upstream, or a write, runs in a
@@ -72,6 +76,9 @@ def create_app(
 
     @app.exception_handler(RegistryError)
     def registry_error(request: Request, error: RegistryError) -> Response:
+        page = page_error(request, error) if page_error is not None else None
+        if page is not None:
+            return page
         response = _error_response(request, error)
         challenged = isinstance(error, Unauthorized) and request.url.path.startswith("/v2")
         if challenged and auth is not None and token_realm is not None:
@@ -126,6 +133,9 @@ def create_app(
             log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=error)
         return _error_response(request, RegistryError())
 
+    if pages is not None:
+        app.include_router(pages)
+
     @app.api_route("/v2/", methods=PULL)
     @app.api_route("/v2", methods=PULL, include_in_schema=False)
     async def ping(request: Request) -> Response:
@@ -175,10 +185,14 @@ def create_app(
             file = _opened(body, head)
         except FileNotFoundError:  # the lifecycle deleted it since the lookup: filled again, as a miss is
             body = None
+        cached = body is not None
         if body is None:
             body = await from_upstream(request, key, name, lambda: cache.blob(name, digest, head=head))
             file = _opened(body, head)
         response = _blob_response(body, file, digest, request.headers.get("range"), head=head, lanes=lanes)
+        # As HTTP caches say it: whether this repository had the blob, or this request had it filled (or joined a
+        # fill). `pullthrough warm` reports from it what was cached already and what it fetched.
+        response.headers["X-Cache"] = "hit" if cached else "miss"
         return _with_namespace(response, request)
 
     @app.get("/v2/{name:path}/tags/list")

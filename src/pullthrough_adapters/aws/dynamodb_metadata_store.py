@@ -8,6 +8,7 @@
 | references | `REFS#<digest>` | `-` | repos: a string set of `<kind>#<scope>#<repository>` recording the digest |
 | orphan | `ORPHANS` | `<digest>` | size, since: bytes no record references (deleted after the grace period) |
 | sweep cursor | `CURSOR` | `<name>` | value: where a sweep that ran out of budget goes on |
+| usage | `USAGE#<hour>` | `<scope>#<name>#<repository>` | value, expires_at (TTL): hourly totals (see core.usage) |
 | repository index | `REPOSITORIES` | `<scope>#<repository>` | |
 | lease | `LEASE#<key>` | `-` | owner, expires_at (TTL) |
 | upstream breaker | `BREAKER#<upstream URL>` | `-` | failures (and when they expire), open_until, trips, code, reason |
@@ -37,7 +38,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -57,6 +58,7 @@ from core.ports import (
     TagRecord,
 )
 from core.rules import Rule
+from core.usage import HOUR, RETENTION_HOURS, UsageKey, hour_of
 
 SINGLE = "-"
 # Breaker records outlive their last use by this much before TTL deletes them: long enough to never matter.
@@ -327,6 +329,29 @@ class DynamoMetadataStore:
             self._call(self._client.delete_item, TableName=self._table, Key={"pk": _s("CURSOR"), "sk": _s(name)})
         else:
             self._put({"pk": _s("CURSOR"), "sk": _s(name), "value": _s(value)})
+
+    # -- usage -------------------------------------------------------------------------------------------------------
+
+    def add_usage(self, totals: Mapping[UsageKey, float]) -> None:
+        """One atomic ADD per total; the partition of an hour is small (rules by names, and the repositories pulled)."""
+        for key, value in totals.items():
+            self._call(
+                self._client.update_item, TableName=self._table,
+                Key={"pk": _s(f"USAGE#{key.hour}"), "sk": _s(f"{key.rule}#{key.name}#{key.repository}")},
+                UpdateExpression="ADD #value :v SET expires_at = :expires",
+                ExpressionAttributeNames={"#value": "value"},
+                ExpressionAttributeValues={":v": _n(value), ":expires": _n((key.hour + RETENTION_HOURS) * HOUR)},
+            )  # fmt: skip
+
+    def usage(self, since_hour: int) -> list[tuple[UsageKey, float]]:
+        """A Query per hour: 168 for a week. Nothing past the retention, which the TTL removes only days later."""
+        found = []
+        now = hour_of(self._clock())
+        for hour in range(max(since_hour, now - RETENTION_HOURS), now + 1):
+            for item in self._query(f"USAGE#{hour}"):
+                rule, name, repository = item["sk"]["S"].split("#", 2)
+                found.append((UsageKey(hour, rule, repository, name), float(item["value"]["N"])))
+        return found
 
     # -- leases ------------------------------------------------------------------------------------------------------
 

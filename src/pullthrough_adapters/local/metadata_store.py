@@ -6,7 +6,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from core.auth import PullKey
@@ -23,6 +23,7 @@ from core.ports import (
     TagRecord,
 )
 from core.rules import Rule
+from core.usage import RETENTION_HOURS, UsageKey, hour_of
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tags (
@@ -46,6 +47,10 @@ CREATE TABLE IF NOT EXISTS blobs (
 CREATE INDEX IF NOT EXISTS blobs_by_digest ON blobs (digest);
 CREATE TABLE IF NOT EXISTS orphans (digest TEXT PRIMARY KEY, size INTEGER NOT NULL, since REAL NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS usage (
+    hour INTEGER NOT NULL, scope TEXT NOT NULL, repository TEXT NOT NULL, name TEXT NOT NULL, value REAL NOT NULL,
+    PRIMARY KEY (hour, scope, repository, name)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS leases (
     key TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at REAL NOT NULL
 ) WITHOUT ROWID;
@@ -58,7 +63,7 @@ CREATE TABLE IF NOT EXISTS breakers (
 CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY, value INTEGER NOT NULL, expires_at REAL NOT NULL)
     WITHOUT ROWID;
 """
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: hourly usage totals (a new table: nothing to migrate)
 
 # Version 0 kept manifests and blobs per rule only (any repository of a rule saw them). Manifests knew the
 # repository that fetched them, and keep it; blob records are dropped: the bytes stay, and each repository
@@ -310,6 +315,28 @@ class SqliteMetadataStore:
         else:
             self._db.execute("INSERT OR REPLACE INTO cursors VALUES (?, ?)", (name, value))
 
+    # -- usage -------------------------------------------------------------------------------------------------------
+
+    def add_usage(self, totals: Mapping[UsageKey, float]) -> None:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany(
+                "INSERT INTO usage VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (hour, scope, repository, name) DO UPDATE SET value = value + excluded.value",
+                [(key.hour, key.rule, key.repository, key.name, value) for key, value in totals.items()],
+            )
+            db.execute("DELETE FROM usage WHERE hour < ?", (hour_of(self._clock()) - RETENTION_HOURS,))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def usage(self, since_hour: int) -> list[tuple[UsageKey, float]]:
+        since_hour = max(since_hour, hour_of(self._clock()) - RETENTION_HOURS)
+        rows = self._db.execute("SELECT hour, scope, repository, name, value FROM usage WHERE hour >= ?", (since_hour,))
+        return [(UsageKey(hour, scope, repository, name), value) for hour, scope, repository, name, value in rows]
+
     # -- leases ------------------------------------------------------------------------------------------------------
 
     def acquire_lease(self, key: str, owner: str, seconds: float) -> bool:
@@ -324,6 +351,14 @@ class SqliteMetadataStore:
 
     def release_lease(self, key: str, owner: str) -> None:
         self._db.execute("DELETE FROM leases WHERE key = ? AND owner = ?", (key, owner))
+
+    def live_leases(self, prefix: str) -> int:
+        """Leases held now whose key starts with `prefix` (fills in flight, in every process: /metrics)."""
+        row = self._db.execute(
+            "SELECT count(*) FROM leases WHERE substr(key, 1, ?) = ? AND expires_at > ?",
+            (len(prefix), prefix, self._clock()),
+        ).fetchone()
+        return int(row[0])
 
     # -- pull keys ---------------------------------------------------------------------------------------------------
 

@@ -63,15 +63,21 @@ MAX_RESUMES = 3
 MIN_PROGRESS_BYTES = 64 << 10
 
 
-def default_http_client(addresses: AddressPolicy, timeout_seconds: float = 30.0) -> httpx.Client:
+def default_http_client(
+    addresses: AddressPolicy, timeout_seconds: float = 30.0, on_response: ResponseHook | None = None
+) -> httpx.Client:
     """Connections only to what `addresses` allows. `timeout_seconds` bounds each connect, read and write: a slow
-    upstream fails the request, not hangs it."""
+    upstream fails the request, not hangs it. `on_response` sees every answer (for metrics)."""
     return httpx.Client(
+        event_hooks={"response": [on_response] if on_response else []},
         transport=checked_http_transport(addresses, httpx.Limits(max_connections=64, max_keepalive_connections=32)),
         timeout=httpx.Timeout(timeout_seconds, connect=min(5.0, timeout_seconds)),
         follow_redirects=False,
         headers={"User-Agent": "pullthrough", "Accept-Encoding": "identity"},
     )
+
+
+ResponseHook = Callable[[httpx.Response], None]
 
 
 class _Stalled(Exception):
@@ -418,11 +424,15 @@ class HttpUpstreams:
     """One RegistryClient per rule, sharing a connection pool."""
 
     def __init__(
-        self, addresses: AddressPolicy, timeout_seconds: float = 30.0, http: httpx.Client | None = None
+        self,
+        addresses: AddressPolicy,
+        timeout_seconds: float = 30.0,
+        http: httpx.Client | None = None,
+        on_response: ResponseHook | None = None,
     ) -> None:
         self._addresses = addresses
         self._timeout = timeout_seconds
-        self._http = http or default_http_client(addresses, timeout_seconds)
+        self._http = http or default_http_client(addresses, timeout_seconds, on_response)
         self._clients: dict[Rule, RegistryClient] = {}
         self._lock = threading.Lock()
 
