@@ -209,6 +209,6 @@ def test_missing_names_cost_the_upstream_one_request_and_each_client_has_a_budge
             assert client.get(f"/v2/up/{image.repository}/blobs/sha256:{n:064x}").status_code == 404
         over = client.get(f"/v2/up/{image.repository}/blobs/sha256:{9:064x}")
         assert over.status_code == 429 and over.json()["errors"][0]["code"] == "TOOMANYREQUESTS"
-        assert 0 < int(over.headers["retry-after"]) <= 60
+        assert 0 < int(over.headers["retry-after"]) <= 2 * 60  # may reach into the next minute
         for _ in range(20):  # cached: never limited
             assert client.get(f"/v2/up/{image.repository}/manifests/{image.tag}").status_code == 200

@@ -148,7 +148,7 @@ def test_each_client_has_a_budget_of_upstream_misses_and_hits_are_never_limited(
     asked = sum(upstream.calls.values())
     refused = client.get(f"/v2/up/library/app/blobs/sha256:{'9' * 64}", headers=headers)
     assert refused.status_code == 429 and oci_error(refused) == "TOOMANYREQUESTS"
-    assert 0 < int(refused.headers["retry-after"]) <= 60
+    assert 0 < int(refused.headers["retry-after"]) <= 2 * 60  # may reach into the next minute
     assert sum(upstream.calls.values()) == asked  # the upstream was not asked
     for _ in range(10):  # cached content: never limited
         assert client.get("/v2/up/library/app/manifests/v1", headers=headers).status_code == 200
