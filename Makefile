@@ -16,7 +16,7 @@ DATA_DIR ?= .pullthrough
 DEBIAN_PACKAGES := docker-registry skopeo podman containerd umoci busybox-static runc wrk uidmap chromium debootstrap
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help install sam-tools run test lint typecheck unit system-deps bench clean
+.PHONY: help install sam-tools lambda-build lambda-bytecode run test lint typecheck unit system-deps bench clean
 
 help: ## Show this help
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -36,6 +36,25 @@ $(SAM_VENV)/bin/sam:
 	@touch $@
 
 sam-tools: $(SAM_VENV)/bin/sam ## Install SAM CLI into .venv-sam (Python 3.12, as the functions run)
+
+# `sam build` ships no bytecode (wheels hold none, and it leaves out __pycache__), and Lambda's code directory is
+# read-only: without this, every cold start compiles every module again (0.6 s of the API function's ~1.2 s here).
+# unchecked-hash: the package's zip dates every file 1980, which no timestamp-checked .pyc would survive.
+LAMBDA_BUILD_DIR ?= .aws-sam/build
+LAMBDA_RUNTIME := $(shell sed -n 's/^ *Runtime: *\(python[0-9.]*\).*/\1/p' template.yaml | head -1)
+SAM_BUILD_ARGS ?=
+
+lambda-build: sam-tools ## sam build, then the functions' bytecode (what `sam deploy` uploads; see docs/aws.md)
+	$(SAM_VENV)/bin/sam build $(SAM_BUILD_ARGS)
+	$(MAKE) --no-print-directory lambda-bytecode
+
+lambda-bytecode: ## Compile the modules of every function in $(LAMBDA_BUILD_DIR) for the functions' runtime
+	@$(PYTHON_LAMBDA) -c 'import sys; v = "python%d.%d" % sys.version_info[:2]; \
+		sys.exit(None if v == "$(LAMBDA_RUNTIME)" else f"$(PYTHON_LAMBDA) is {v}; the functions run $(LAMBDA_RUNTIME)")'
+	@for function in $(LAMBDA_BUILD_DIR)/*/; do \
+		[ -d "$$function/handlers" ] || continue; \
+		$(PYTHON_LAMBDA) -m compileall -q -j 0 --invalidation-mode unchecked-hash "$$function" || exit 1; \
+	done
 
 run: install ## Start the cache on 127.0.0.1:5000 with the built-in rules
 	$(BIN)/pullthrough serve --host $(HOST) --port $(PORT) --data-dir $(DATA_DIR)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -45,6 +46,7 @@ from core.ports import (
     Upstream,
     Upstreams,
 )
+from core.recent_manifests import RecentManifests
 from core.reference import Reference, is_valid_tag
 from core.rules import Route, RuleSet, RuleSource
 from core.singleflight import SingleFlight
@@ -110,7 +112,9 @@ class PullThroughCache:
         filler: BlobFiller,
         clock: Callable[[], float] = time.time,
         metrics: Metrics | None = None,
+        recent: RecentManifests | None = None,
     ) -> None:
+        """`recent`: manifests kept in memory, where every read of the stores is a network round trip."""
         self.rule_source = rules
         self._metadata = metadata
         self._blobs = blobs
@@ -120,6 +124,7 @@ class PullThroughCache:
         self._metrics = metrics or NoMetrics()
         self._flights = SingleFlight(metadata)
         self._declared = DeclaredSizes()
+        self._recent = recent
 
     @property
     def rules(self) -> RuleSet:
@@ -154,10 +159,10 @@ class PullThroughCache:
             record = cached.manifest
             if not accept.allows(record.media_type):
                 cached_child = lambda child: self._cached_manifest(route, child)  # noqa: E731
-                record = self._negotiate(record, accept, self._blobs.read, cached_child)
+                record = self._negotiate(record, accept, self._stored_manifest, cached_child)
         if record is None:
             return None
-        data = self._blobs.read(record.digest) if with_body else None
+        data = self._stored_manifest(record.digest) if with_body else None
         if with_body and data is None:  # the record outlived its bytes: the full path fetches them again
             return None
         self._metrics.count(counts.TAG_HIT if ref.tag is not None else counts.MANIFEST_HIT, rule=route.scope)
@@ -186,7 +191,12 @@ class PullThroughCache:
         if pull.tag is not None:
             self._metadata.record_pull(pull.scope, pull.repository, pull.tag, pull.pulled_at)
         elif pull.digest is not None:
-            self._metadata.record_manifest_pull(pull.scope, pull.repository, pull.digest, pull.pulled_at)
+            self._record_manifest_pull(pull.scope, pull.repository, pull.digest, pull.pulled_at)
+
+    def _record_manifest_pull(self, scope: str, repository: str, digest: Digest, pulled_at: float) -> None:
+        self._metadata.record_manifest_pull(scope, repository, digest, pulled_at)
+        if self._recent is not None:
+            self._recent.pulled(scope, repository, digest, pulled_at)
 
     # -- manifests ------------------------------------------------------------------------------------------------
 
@@ -223,14 +233,14 @@ class PullThroughCache:
             if pulled:
                 self._metrics.count(counts.MANIFEST_HIT, rule=route.scope)
             if pulled and _pull_due(route, record.pulled_at, self._clock()):
-                self._metadata.record_manifest_pull(route.scope, route.repository, digest, self._clock())
+                self._record_manifest_pull(route.scope, route.repository, digest, self._clock())
             return record
         upstream = self._upstream(route)
         if pulled:
             self._metrics.count(counts.MANIFEST_MISS, rule=route.scope)
 
         def fetch() -> ManifestRecord:
-            stored = self._blobs.read(digest)
+            stored = self._stored_manifest(digest)
             if stored is not None:  # cached for another repository: linked once this one's upstream has it too
                 media_type = None if confirmed else upstream.head_manifest(route.repository, str(digest)).media_type
                 return self._link_manifest(route, digest, stored, media_type, pulled=pulled)
@@ -242,7 +252,23 @@ class PullThroughCache:
 
     def _cached_manifest(self, route: Route, digest: Digest) -> ManifestRecord | None:
         """The metadata alone: records are written after the bytes, and _read_manifest refetches bytes gone since."""
-        return self._metadata.get_manifest(route.scope, route.repository, digest)
+        if self._recent is None:
+            return self._metadata.get_manifest(route.scope, route.repository, digest)
+        record = self._recent.record(route.scope, route.repository, digest)
+        if record is None:
+            record = self._metadata.get_manifest(route.scope, route.repository, digest)
+            if record is not None:
+                self._recent.remember_record(route.scope, route.repository, record)
+        return record
+
+    def _stored_manifest(self, digest: Digest) -> bytes | None:
+        """A manifest's bytes from the blob store (verified when stored), or from memory."""
+        data = self._recent.data(digest) if self._recent is not None else None
+        if data is None:
+            data = self._blobs.read(digest)
+            if data is not None and self._recent is not None:
+                self._recent.remember_data(digest, data)
+        return data
 
     def _manifest_by_tag(self, route: Route, tag: str) -> tuple[ManifestRecord, str | None]:
         asked_at = self._clock()
@@ -340,10 +366,16 @@ class PullThroughCache:
         if not record.is_index:  # the sizes its blobs must have, for the fills that follow
             self._declared.remember(route.scope, route.repository, blob_sizes(parse_manifest(data)))
         self._metadata.put_manifest(route.scope, route.repository, record, pulled=pulled)
+        if self._recent is not None:
+            pulled_at = self._clock() if pulled else None
+            self._recent.remember_record(
+                route.scope, route.repository, dataclasses.replace(record, pulled_at=pulled_at)
+            )
+            self._recent.remember_data(record.digest, data)
         return record
 
     def _read_manifest(self, route: Route, record: ManifestRecord) -> bytes:
-        data = self._blobs.read(record.digest)
+        data = self._stored_manifest(record.digest)
         if data is None:  # the metadata outlived its bytes: fetch them again
             data = self._upstream(route).get_manifest(route.repository, str(record.digest)).data
             self._store_manifest(route, data, record.media_type, record.digest)

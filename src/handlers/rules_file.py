@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from core.durations import parse_duration
@@ -61,6 +60,8 @@ def parse_rule(document: dict[str, Any]) -> Rule:
 def load_rules(path: Path | None) -> RuleSet:
     if path is None:
         return RuleSet(BUILTIN_RULES)
+    import yaml  # only a rules file needs it, and the Lambda functions read none
+
     try:
         document = yaml.safe_load(path.read_text())
         parsed = RulesFile.model_validate(document)

@@ -57,7 +57,8 @@ def handlers(seeded) -> Iterator[dict[str, ModuleType]]:
             settings = AwsSettings.from_environment()
             ensure_resources(settings)
             store_rules(settings, RuleSet([Rule("up", registry.url, tag_ttl_seconds=1),
-                                           Rule("exp", registry.url, expire_unpulled=1)]))  # fmt: skip
+                                           Rule("exp", registry.url, expire_unpulled=1),
+                                           Rule("warm", registry.url)]))  # fmt: skip
             modules = {}
             for name, module in (("lambda_api", "api"), ("fill", "fill"), ("refresh", "refresh"), ("sweep", "sweep")):
                 sys.modules.pop(f"handlers.functions.{module}", None)
@@ -126,6 +127,47 @@ def test_blob_get_redirects_to_a_presigned_s3_url(handlers):
     location = response["headers"]["location"]
     assert location.startswith(f"https://pullthrough.s3.amazonaws.com/blobs/sha256/{digest.encoded}?")
     assert "X-Amz-Signature=" in location and "X-Amz-Expires=600" in location
+
+
+def test_warm_requests_make_no_needless_aws_call(handlers, seeded):
+    """Counted through botocore's event hooks on the container's own clients: a repeated manifest by digest costs no
+    call, a tag within its TTL one DynamoDB read, a blob one DynamoDB read and a presign made here."""
+    _, manifest = seeded
+    name = f"/v2/warm/{REPOSITORY}"
+    requests = {
+        "manifest by digest": ("api-manifest-get.json", f"{name}/manifests/{Digest.of(manifest)}"),
+        "manifest by tag": ("api-manifest-get.json", f"{name}/manifests/v1"),
+        "manifest HEAD by digest": ("api-manifest-head.json", f"{name}/manifests/{Digest.of(manifest)}"),
+        "blob": ("api-blob-get.json", f"{name}/blobs/{Digest.of(LAYER)}"),
+    }
+    clients = clients_for(AwsSettings.from_environment())
+    calls: list[str] = []
+
+    def count(model: Any, **_: Any) -> None:
+        calls.append(f"{model.service_model.service_name}:{model.name}")
+
+    def ask(sample: str, path: str) -> None:
+        assert handlers["lambda_api"].handler(event(sample, path), LocalContext())["statusCode"] in (200, 307)
+
+    for sample, path in [*requests.values(), *requests.values()]:  # the first fill, read and record their pulls
+        ask(sample, path)
+    for client in (clients.s3, clients.dynamodb):
+        client.meta.events.register("before-call", count)
+    try:
+        made = {}
+        for label, (sample, path) in requests.items():
+            calls.clear()
+            ask(sample, path)
+            made[label] = list(calls)
+    finally:
+        for client in (clients.s3, clients.dynamodb):
+            client.meta.events.unregister("before-call", count)
+    assert made == {
+        "manifest by digest": [],
+        "manifest by tag": ["dynamodb:GetItem"],
+        "manifest HEAD by digest": [],
+        "blob": ["dynamodb:GetItem"],
+    }
 
 
 def test_bad_requests_get_oci_errors(handlers):

@@ -35,8 +35,8 @@ CREDENTIALS_SECRETS = (
 )
 SNAPSTART_FUNCTIONS = {"ApiFunction"}
 # What only the local server and the CLI use, and the Lambda package (src/requirements.txt) leaves out.
-LOCAL_MODE_ONLY = {"uvicorn", "click", "prometheus-client", "jinja2", "rich"}
-LOCAL_MODE_MODULES = {"uvicorn", "click", "prometheus_client", "jinja2", "rich"}
+LOCAL_MODE_ONLY = {"uvicorn", "click", "prometheus-client", "jinja2", "rich", "pyyaml"}
+LOCAL_MODE_MODULES = {"uvicorn", "click", "prometheus_client", "jinja2", "rich", "yaml"}
 API_GATEWAY_TIMEOUT_SECONDS = 30
 # SAM attaches these AWS managed policies to every role it generates (logs; X-Ray for Tracing: Active).
 SAM_MANAGED_POLICIES = {
@@ -197,6 +197,7 @@ def test_environment_matches_what_the_code_reads(transformed: dict[str, Any]) ->
         "POWERTOOLS_SERVICE_NAME": {"Ref": "AWS::StackName"},
         "POWERTOOLS_METRICS_NAMESPACE": "Pullthrough",
         "POWERTOOLS_LOG_LEVEL": {"Ref": "LogLevel"},
+        "POWERTOOLS_TRACE_DISABLED": {"Fn::If": ["HasDetailedTracing", "false", "true"]},
     }
     for name, function in functions.items():
         variables = function["Properties"]["Environment"]["Variables"]
@@ -215,6 +216,7 @@ def test_environment_matches_what_the_code_reads(transformed: dict[str, Any]) ->
     assert parameters["SyncFillMaxBytes"]["Default"] == 67108864
     assert parameters["PresignExpirySeconds"]["Default"] == 600
     assert parameters["LogLevel"]["Default"] == "INFO"
+    assert parameters["DetailedTracing"]["Default"] == "false"  # the X-Ray SDK's import is a cold start cost
 
 
 def test_the_live_alias_gets_a_new_version_when_a_parameter_changes(template: dict[str, Any]) -> None:
@@ -328,14 +330,20 @@ def _lambda_environment(template: dict[str, Any], function: str) -> dict[str, st
         **template["Globals"]["Function"]["Environment"]["Variables"],
         **template["Resources"][function]["Properties"].get("Environment", {}).get("Variables", {}),
     }
-    resolved = {}
-    for key, value in variables.items():
-        if isinstance(value, dict):
-            ref = value["Ref"]
-            parameter = template["Parameters"].get(ref)
-            value = str(parameter["Default"]) if parameter else f"pullthrough-test-{ref.lower()}"
-        resolved[key] = str(value)
-    return resolved
+    return {key: str(_resolve(template, value)) for key, value in variables.items()}
+
+
+def _resolve(template: dict[str, Any], value: Any) -> Any:
+    """A value with parameters at their defaults: Ref, and Fn::If on an Fn::Equals condition."""
+    if not isinstance(value, dict):
+        return value
+    if "Fn::If" in value:
+        condition, when_true, when_false = value["Fn::If"]
+        left, right = template["Conditions"][condition]["Fn::Equals"]
+        return _resolve(template, when_true if _resolve(template, left) == right else when_false)
+    ref = value["Ref"]
+    parameter = template["Parameters"].get(ref)
+    return str(parameter["Default"]) if parameter else f"pullthrough-test-{ref.lower()}"
 
 
 def test_every_function_has_its_handler_checked() -> None:
@@ -361,7 +369,6 @@ def test_handler_is_importable(template: dict[str, Any], function: str, handler:
         AWS_EC2_METADATA_DISABLED="true",
         AWS_ENDPOINT_URL="http://127.0.0.1:9",  # anything that does call AWS at import fails fast, locally
         AWS_LAMBDA_FUNCTION_NAME=f"pullthrough-{function}",
-        POWERTOOLS_TRACE_DISABLED="1",
         POWERTOOLS_METRICS_DISABLED="1",
     )
     probe = (  # as on Lambda, where the local mode's packages are not installed
@@ -372,7 +379,8 @@ def test_handler_is_importable(template: dict[str, Any], function: str, handler:
         "sys.meta_path.insert(0, Absent())\n"
         "module = importlib.import_module(sys.argv[1])\n"
         "function = getattr(module, sys.argv[2], None)\n"
-        "sys.exit(0 if callable(function) else f'{sys.argv[1]} has no callable {sys.argv[2]!r}')\n"
+        "if not callable(function): sys.exit(f'{sys.argv[1]} has no callable {sys.argv[2]!r}')\n"
+        "if 'aws_xray_sdk' in sys.modules: sys.exit('the X-Ray SDK was imported with DetailedTracing off')\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", probe, module, attribute, ",".join(LOCAL_MODE_MODULES)],

@@ -20,6 +20,7 @@ from core.auth import Authenticator, TokenService
 from core.cache import PullThroughCache
 from core.lifecycle import Lifecycler
 from core.ports import Metrics
+from core.recent_manifests import RecentManifests
 from core.refresh import Refresher
 from core.rules import ReloadingRules, RuleSet, RuleSource
 from core.stats import Report, report
@@ -91,7 +92,8 @@ def build_cache(settings: AwsSettings, metrics: Metrics, dispatcher: FillDispatc
     dispatcher = dispatcher or LambdaDispatcher(clients.lambda_client, settings.fill_function)
     filler = LeasedFiller(blobs, metadata, dispatcher, sync_max_bytes=settings.sync_fill_max_bytes)
     upstreams = HttpUpstreams(AddressPolicy(settings.upstream.allow_private), settings.upstream.timeout_seconds)
-    return PullThroughCache(rules, metadata, blobs, upstreams, filler, metrics=metrics)
+    # Every store read is a round trip here: a repeated pull by digest is answered from memory.
+    return PullThroughCache(rules, metadata, blobs, upstreams, filler, metrics=metrics, recent=RecentManifests())
 
 
 def rule_source(settings: AwsSettings) -> RuleSource:

@@ -1,5 +1,11 @@
 """Powertools, configured once for every function (service name, namespace and level come from the environment,
-as Powertools reads them)."""
+as Powertools reads them).
+
+The Tracer is built only when tracing is switched on (POWERTOOLS_TRACE_DISABLED=false, the template's DetailedTracing
+parameter): it imports the X-Ray SDK, a fifth of a cold start. Lambda's active tracing needs no SDK: every invocation
+is traced by the service, with its init, invocation and overhead; the SDK adds subsegments for each AWS and upstream
+call.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,7 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 
@@ -18,7 +24,6 @@ logger = Logger()
 # Wire-level debug lines hold raw headers (an upstream's redirect Location, with its signature): never wanted.
 for _name in ("httpx", "httpcore"):
     logging.getLogger(_name).setLevel(logging.WARNING)
-tracer = Tracer()
 # Powertools' own variable, with the template's value as the default: metrics need a namespace even when this module
 # was imported before the variable was set (an emulator, a test).
 metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", "Pullthrough"))
@@ -41,4 +46,12 @@ def instrumented(handler: Handler, *, http: bool = False) -> Handler:
     correlation id), traced, its metrics flushed at the end of each invocation."""
     correlation = correlation_paths.API_GATEWAY_HTTP if http else None
     wrapped = logger.inject_lambda_context(correlation_id_path=correlation)(handler)
-    return metrics.log_metrics(tracer.capture_lambda_handler(wrapped))
+    if _tracing_on():
+        from aws_lambda_powertools import Tracer  # the X-Ray SDK: only when asked for
+
+        wrapped = Tracer().capture_lambda_handler(wrapped)
+    return metrics.log_metrics(wrapped)
+
+
+def _tracing_on() -> bool:
+    return os.environ.get("POWERTOOLS_TRACE_DISABLED", "false").strip().lower() not in ("1", "true")

@@ -136,6 +136,8 @@ def create_app(
     if pages is not None:
         app.include_router(pages)
 
+    # Routes take the Request alone and read its path_params: a typed parameter has FastAPI build a pydantic field
+    # for it when the app is made (and import pydantic.v1 to check it is none), tens of ms of every cold start.
     @app.api_route("/v2/", methods=PULL)
     @app.api_route("/v2", methods=PULL, include_in_schema=False)
     async def ping(request: Request) -> Response:
@@ -151,8 +153,8 @@ def create_app(
         return _listing({"repositories": listed}, "/v2/_catalog", n, listed, more)
 
     @app.api_route("/v2/{name:path}/manifests/{reference}", methods=PULL)
-    async def manifest(name: str, reference: str, request: Request) -> Response:
-        name = _routed(name, request)
+    async def manifest(request: Request) -> Response:
+        name, reference = _routed(request), request.path_params["reference"]
         key = authorize(request, name)
         with_body = request.method == "GET"
         accept = Accept.parse(request.headers.getlist("accept"))
@@ -176,8 +178,8 @@ def create_app(
         return _with_namespace(Response(served.data or b"", headers=headers, background=background), request)
 
     @app.api_route("/v2/{name:path}/blobs/{digest}", methods=PULL)
-    async def blob(name: str, digest: str, request: Request) -> Response:
-        name = _routed(name, request)
+    async def blob(request: Request) -> Response:
+        name, digest = _routed(request), request.path_params["digest"]
         key = authorize(request, name)
         head = request.method == "HEAD"
         body = cache.lookup_blob(name, digest, head=head)
@@ -196,30 +198,32 @@ def create_app(
         return _with_namespace(response, request)
 
     @app.get("/v2/{name:path}/tags/list")
-    async def tags(name: str, request: Request) -> Response:
-        name = _routed(name, request)
+    async def tags(request: Request) -> Response:
+        name = _routed(request)
         key = authorize(request, name)
         n, last = _pagination(request)
         listing = await from_upstream(request, key, name, lambda: cache.tags(name, n, last))  # always asks upstream
         body = {"name": listing.name, "tags": listing.tags}
         return _with_namespace(_listing(body, f"/v2/{name}/tags/list", n, listing.tags, listing.has_more), request)
 
-    def _routed(name: str, request: Request) -> str:
-        """containerd, as a mirror, names the registry in `ns` and the repository as that registry knows it."""
+    def _routed(request: Request) -> str:
+        """The repository the path names. containerd, as a mirror, names the registry in `ns` and the repository as
+        that registry knows it."""
+        name: str = request.path_params["name"]
         namespace = _namespace(request)
         if namespace:
             return cache.rules.for_namespace(namespace, name) or name
         return name
 
     @app.get("/v2/{name:path}/referrers/{digest}")
-    async def referrers(name: str, digest: str, request: Request) -> Response:
-        name = _routed(name, request)
+    async def referrers(request: Request) -> Response:
+        name = _routed(request)
         authorize(request, name)
         cache.rules.route(name)  # unknown names still get NAME_UNKNOWN
         raise ReferrersUnsupported()
 
     @app.api_route("/v2/{path:path}", methods=[*PULL, *PUSH_AND_DELETE])
-    async def other(path: str, request: Request) -> Response:
+    async def other(request: Request) -> Response:
         if request.method in PULL:
             raise NameUnknown("no such endpoint")
         raise Unsupported()

@@ -70,10 +70,11 @@ def checked_http_transport(policy: AddressPolicy, limits: httpx.Limits) -> httpx
 
     The host name still goes out as SNI and in the Host header, so TLS verification is unchanged.
     """
-    transport = httpx.HTTPTransport(limits=limits)
+    ssl_context = httpx.create_ssl_context()
+    transport = httpx.HTTPTransport(limits=limits, verify=ssl_context)
     # httpx builds its httpcore pool without a way to pass a network backend: build the pool it would, with ours.
     transport._pool = httpcore.ConnectionPool(
-        ssl_context=httpx.create_ssl_context(),
+        ssl_context=ssl_context,
         max_connections=limits.max_connections,
         max_keepalive_connections=limits.max_keepalive_connections,
         keepalive_expiry=limits.keepalive_expiry,
