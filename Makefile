@@ -84,8 +84,9 @@ unit: install ## Unit, contract and API tests only (seconds)
 test: system-deps install sam-tools lint typecheck ## Everything: static checks, unit, contract, API and end-to-end tests
 	$(BIN)/pytest -q
 
-bench: system-deps install ## Benchmarks against distribution's proxy (prints a table; minutes)
+bench: system-deps install sam-tools ## Benchmarks: against distribution's proxy and the stack's floors (tables; ~12 min)
 	$(BIN)/python bench/bench_pull.py
+	$(BIN)/python bench/bench_coldstart.py --runs 5
 
 clean: ## Remove the virtualenv and local data
 	rm -rf $(VENV) $(SAM_VENV) $(DATA_DIR) build *.egg-info src/*.egg-info

@@ -100,6 +100,9 @@ class LocalSettings:
         )
 
 
+USAGE_FLUSH_VARIABLE = "PULLTHROUGH_USAGE_FLUSH_SECONDS"
+
+
 @dataclass(frozen=True)
 class AwsSettings:
     table: str
@@ -143,6 +146,7 @@ class AwsSettings:
             miss_budget=int(env.get("PULLTHROUGH_MISS_BUDGET", DEFAULT_MISS_BUDGET)),
             refresh_window_days=float(env.get("PULLTHROUGH_REFRESH_WINDOW_DAYS", 30)),
             refresh_limit=int(env.get("PULLTHROUGH_REFRESH_LIMIT", 500)),
+            usage_flush_seconds=float(env.get(USAGE_FLUSH_VARIABLE, 60)),
             builtin_expire_unpulled=parse_duration(builtin_expiry) if builtin_expiry else None,
             sweep_grace_seconds=int(env.get("PULLTHROUGH_SWEEP_GRACE_SECONDS", AWS_GRACE_SECONDS)),
             sweep_repositories_per_run=int(env.get("PULLTHROUGH_SWEEP_REPOSITORIES_PER_RUN", 10000)),

@@ -50,6 +50,28 @@ class BlobStoreContract:
             writer.commit()
         assert not store.exists(digest)
 
+    def test_many_chunks_hash_as_one_stream_in_their_order(self, store: BlobStore):
+        """Writers may hash beside writing: the chunks must still be hashed in the order written."""
+        data = bytes(range(256)) * 400
+        chunks = [data[start : start + 97] for start in range(0, len(data), 97)]
+        writer = store.writer(Digest.of(data))
+        for chunk in chunks:
+            writer.write(chunk)
+        assert writer.commit() == len(data)
+        assert store.read(Digest.of(data)) == data
+        swapped = [chunks[1], chunks[0], *chunks[2:]]
+        digest = Digest.of(bytes(reversed(data)))  # a name the swapped stream does not hash to either
+        writer = store.writer(digest)
+        for chunk in swapped:
+            writer.write(chunk)
+        with pytest.raises(DigestMismatch):
+            writer.commit()
+        assert not store.exists(digest)
+        writer = store.writer(Digest.of(b"".join(swapped)))
+        for chunk in swapped:
+            writer.write(chunk)
+        assert writer.commit() == len(data)
+
     def test_aborted_write_leaves_nothing(self, store: BlobStore):
         digest = Digest.of(DATA)
         writer = store.writer(digest)

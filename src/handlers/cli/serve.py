@@ -23,6 +23,7 @@ from handlers.settings import (
     DEFAULT_UPSTREAM_TIMEOUT_SECONDS,
     LOCAL_GRACE_SECONDS,
     LOCAL_SWEEP_INTERVAL_SECONDS,
+    USAGE_FLUSH_VARIABLE,
     AuthMode,
     AwsSettings,
     DataDir,
@@ -119,7 +120,8 @@ def serve(
             builtin_rules="" if rules_file else ",".join(PRESETS), miss_budget=miss_budget,
             endpoint_url=os.environ.get("AWS_ENDPOINT_URL"),  # boto3's own variable, read by boto3 too
             upstream=settings.upstream,
-            usage_flush_seconds=0,  # one process here, not a fleet: `stats --table` sees every request at once
+            # one process here, not a fleet: by default `stats --table` sees every request at once
+            usage_flush_seconds=float(os.environ.get(USAGE_FLUSH_VARIABLE, 0)),
         )  # fmt: skip
         os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
         click.echo(f"pullthrough (Lambda path) on http://{host}:{port}; table {table}, bucket {bucket}", err=True)

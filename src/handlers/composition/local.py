@@ -15,6 +15,7 @@ from core.budget import MissBudget, MissBudgetPolicy
 from core.cache import PullThroughCache
 from core.lifecycle import Lifecycler
 from core.ports import AllMetrics, Metrics, NoMetrics
+from core.recent_manifests import RecentManifests
 from core.refresh import Refresher
 from core.rules import ReloadingRules, RuleSource
 from core.stats import Report, inventory, report
@@ -68,7 +69,7 @@ def build_cache(
     upstreams = HttpUpstreams(AddressPolicy(settings.upstream.allow_private), settings.upstream.timeout_seconds,
                               on_response=on_upstream_response)  # fmt: skip
     return PullThroughCache(rule_source(settings, metadata), metadata, blobs, upstreams, TeeFiller(blobs, metadata),
-                            metrics=metrics)  # fmt: skip
+                            metrics=metrics, recent=RecentManifests())  # fmt: skip
 
 
 def authenticator(data_dir: DataDir, metadata: SqliteMetadataStore) -> Authenticator:

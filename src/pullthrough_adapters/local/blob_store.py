@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections import deque
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from core.digest import Digest, DigestVerifier
 from core.errors import DigestMismatch
 from core.ports import LocalBlob
 
+HASHED_AHEAD = 2  # chunks a writer's hashing thread may be behind its writes
+
 
 class FileBlobWriter:
     """Writes one temp file of its own (created exclusively, never opened for writing by anyone else), so the bytes
-    hashed on the way in are the bytes on disk; the file becomes the blob only if they match the digest."""
+    hashed on the way in are the bytes on disk; the file becomes the blob only if they match the digest.
+
+    Each chunk is hashed in a thread of the writer's own while it is written (both let go of the GIL): a big blob
+    takes as long as the slower of the two, not their sum. The same bytes object goes to both."""
 
     def __init__(self, final_path: Path, temp_dir: Path, digest: Digest) -> None:
         self._final_path = final_path
@@ -22,20 +29,32 @@ class FileBlobWriter:
         self.temp_path = Path(temp_name)
         self._file = os.fdopen(fd, "wb")
         self._verifier = DigestVerifier(digest)
+        self._written = 0
+        self._hasher: ThreadPoolExecutor | None = None  # started by the second chunk: most blobs are one
+        self._hashing: deque[Future[None]] = deque()
 
     @property
     def written(self) -> int:
-        return self._verifier.size
+        return self._written
 
     def write(self, chunk: bytes) -> None:
+        if self._written == 0:
+            self._verifier.update(chunk)
+        else:
+            if self._hasher is None:
+                self._hasher = ThreadPoolExecutor(1, thread_name_prefix="hash")
+            self._hashing.append(self._hasher.submit(self._verifier.update, chunk))
         self._file.write(chunk)
-        self._verifier.update(chunk)
+        self._written += len(chunk)
+        while len(self._hashing) > HASHED_AHEAD:
+            self._hashing.popleft().result()
 
     def flush(self) -> None:
         """Makes what was written so far readable through temp_path (the local filler streams from it)."""
         self._file.flush()
 
     def verify(self) -> None:
+        self._hashed()
         if not self._verifier.matches():
             self.abort()
             raise DigestMismatch(f"content does not match {self._verifier.expected}")
@@ -55,8 +74,17 @@ class FileBlobWriter:
         return self._verifier.size
 
     def abort(self) -> None:
+        self._hashed()
         self._file.close()
         self.temp_path.unlink(missing_ok=True)
+
+    def _hashed(self) -> None:
+        """Until every chunk written is hashed; the hashing thread ends."""
+        while self._hashing:
+            self._hashing.popleft().result()
+        if self._hasher is not None:
+            self._hasher.shutdown()
+            self._hasher = None
 
 
 class FileBlobStore:

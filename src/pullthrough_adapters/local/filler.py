@@ -37,6 +37,10 @@ from pullthrough_adapters.local.blob_store import FileBlobStore, FileBlobWriter
 log = logging.getLogger(__name__)
 
 READ_CHUNK = 1 << 20
+# Each client of a fill holds about two chunks (one read, one in its socket's buffer): the chunk shrinks as clients
+# of fills in this process add up, so that fifty of them stay within this, and one alone reads a MiB at a time.
+READERS_BUDGET_BYTES = 32 << 20
+MIN_READ_CHUNK = 64 << 10
 ANNOUNCE_EVERY = 1 << 20  # readers are woken per MiB written, not per network packet
 STALL_TIMEOUT_SECONDS = 120.0  # a reader gives up when the download makes no progress for this long
 LEASE_SECONDS = 60.0  # another process takes over a fill whose holder stopped renewing for this long
@@ -184,12 +188,12 @@ class _Fill:
         file = _open_first(self.writer.temp_path, self._store.path(self.job.digest))
         if file is None:  # neither: the fill failed and removed its temp file
             raise self.error or Unavailable(f"fill of {self.job.digest} vanished")
-        with file:
+        with file, _readers.reading() as chunk_size:
             file.seek(offset)
             position = offset
             while position < end:
                 readable = self._wait_readable(position, end)
-                data = file.read(min(READ_CHUNK, readable - position))
+                data = file.read(min(chunk_size(), readable - position))
                 position += len(data)
                 yield data
 
@@ -230,13 +234,13 @@ class _Follower:
                 raise Unavailable(f"the download of {self._job.digest} failed in another server process")
             yield from _read_range(self._store.path(self._job.digest), offset, length)
             return
-        with file:
+        with file, _readers.reading() as chunk_size:
             file.seek(offset)
             position, progressed, done = offset, time.monotonic(), False
             while position < end:
                 limit = end if done else min(os.fstat(file.fileno()).st_size, end - 1)
                 if limit > position:
-                    data = file.read(min(READ_CHUNK, limit - position))
+                    data = file.read(min(chunk_size(), limit - position))
                     position += len(data)
                     progressed = time.monotonic()
                     yield data
@@ -341,6 +345,30 @@ def _withdraw(path: Path, temp_path: Path) -> None:
     if pointer is not None and pointer.temp_path == temp_path:
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+
+
+class _Readers:
+    """How many clients read fills in this process, and so how much each may read at a time."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[Callable[[], int]]:
+        with self._lock:
+            self._count += 1
+        try:
+            yield self.chunk_size
+        finally:
+            with self._lock:
+                self._count -= 1
+
+    def chunk_size(self) -> int:
+        return max(MIN_READ_CHUNK, min(READ_CHUNK, READERS_BUDGET_BYTES // (2 * max(self._count, 1))))
+
+
+_readers = _Readers()
 
 
 def _open_first(*paths: Path) -> BinaryIO | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import httpx
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess, values
@@ -44,6 +45,7 @@ class PrometheusMetrics:
         # directory later than that, so choose again now.
         values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
         self.registry = CollectorRegistry()
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         r = self.registry
         self._requests = Counter("pullthrough_cache_requests", "Client requests for tags, manifests and blobs, by "
                                  "what answered them", ["rule", "kind", "result"], registry=r)  # fmt: skip
@@ -68,23 +70,32 @@ class PrometheusMetrics:
                                  "and redirects), by host, method and status", ["upstream", "method", "status"],
                                  registry=r)  # fmt: skip
 
+    def _labelled(self, metric: Counter | Histogram, *labels: str) -> Any:
+        """metric.labels(*labels), kept: a request counts four or five times, and labels() takes a lock and builds a
+        key each time."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     # -- the core's Metrics port ----------------------------------------------------------------------------------
 
     def count(self, name: str, value: float = 1.0, *, rule: str = "", repository: str = "") -> None:
         if name in _CACHE_OUTCOMES:
-            self._requests.labels(rule, *_CACHE_OUTCOMES[name]).inc(value)
+            self._labelled(self._requests, rule, *_CACHE_OUTCOMES[name]).inc(value)
         elif name in _REFRESH_OUTCOMES:
-            self._refresh.labels(rule, _REFRESH_OUTCOMES[name]).inc(value)
+            self._labelled(self._refresh, rule, _REFRESH_OUTCOMES[name]).inc(value)
         elif name == counts.IMAGE_PULL:
-            self._pulls.labels(rule).inc(value)
+            self._labelled(self._pulls, rule).inc(value)
         elif name == counts.UPSTREAM_BYTES:
-            self._upstream_bytes.labels(rule).inc(value)
+            self._labelled(self._upstream_bytes, rule).inc(value)
         elif name == counts.SERVED_BYTES:
-            self._served_bytes.labels(rule).inc(value)
+            self._labelled(self._served_bytes, rule).inc(value)
         elif name == counts.UPSTREAM_FAILURE:
-            self._failures.labels(rule).inc(value)
+            self._labelled(self._failures, rule).inc(value)
         elif name == counts.UPSTREAM_BREAKER_OPENED:
-            self._opened.labels(rule).inc(value)
+            self._labelled(self._opened, rule).inc(value)
         elif name == counts.LIFECYCLE_EXPIRED_IMAGES:
             self._expired.inc(value)
         elif name == counts.LIFECYCLE_RECLAIMED_BYTES:
@@ -93,13 +104,13 @@ class PrometheusMetrics:
     # -- hooks ----------------------------------------------------------------------------------------------------
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
-        self._http.labels(route, method, str(status)).inc()
-        self._latency.labels(route, method).observe(seconds)
+        self._labelled(self._http, route, method, str(status)).inc()
+        self._labelled(self._latency, route, method).observe(seconds)
 
     def observe_upstream(self, response: httpx.Response) -> None:
         """An httpx response hook: every answer from an upstream, its token service or where it redirected."""
-        self._upstream.labels(f"{response.url.scheme}://{response.url.netloc.decode()}", response.request.method,
-                              str(response.status_code)).inc()  # fmt: skip
+        upstream = f"{response.url.scheme}://{response.url.netloc.decode()}"
+        self._labelled(self._upstream, upstream, response.request.method, str(response.status_code)).inc()
 
     def exposition(self, *collectors: Collector) -> bytes:
         """The text format: every process's counters (in multiprocess mode) and what `collectors` read now."""

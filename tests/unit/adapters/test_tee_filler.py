@@ -210,3 +210,27 @@ def test_a_fill_past_its_deadline_fails_and_keeps_nothing(
     with pytest.raises(Unavailable, match="in time"):
         read_all(body)
     assert not FileBlobStore(tmp_path).exists(digest)
+
+
+def test_clients_of_fills_read_smaller_chunks_as_they_add_up(tmp_path: Path):
+    """Each client holds about two chunks: fifty clients of a fill must not hold a hundred MiB."""
+    data = bytes(range(256)) * (4 * 4096)  # 4 MiB
+    upstream = FakeUpstream()
+    upstream.chunk_size, upstream.chunk_delay = 1 << 18, 0.01
+    filler, metadata = process(tmp_path)
+
+    def fill_and_read(repository: str, clients: int) -> list[int]:
+        digest = upstream.add_blob(repository, data)
+        body = filler.fill(FillJob(f"up/{repository}", "up", repository, digest),
+                           lambda: upstream.open_blob(repository, digest),
+                           lambda size: metadata.put_blob("up", repository, digest, size))  # fmt: skip
+        assert isinstance(body, StreamedBlob)
+        streams = [body.chunks(0, body.size) for _ in range(clients)]
+        first = sum(len(next(stream)) for stream in streams)  # every client is reading now
+        sizes = [len(next(stream)) for stream in streams]  # what each reads while all of them do
+        rest = sum(len(chunk) for stream in streams for chunk in stream)
+        assert first + sum(sizes) + rest == clients * len(data)
+        return sizes
+
+    assert max(fill_and_read("alone", 1)) == 1 << 20
+    assert max(fill_and_read("crowd", 50)) <= (32 << 20) // (2 * 50)
