@@ -334,8 +334,9 @@ def lambda_rows(work: Path, upstream: DistributionRegistry, image: TestImage, ru
                 args: argparse.Namespace, rows: dict[str, dict[str, str]], name_column: str) -> None:  # fmt: skip
     """Latency per request type through the Lambda code path (`serve --lambda`: API Gateway events into the real
     handler, S3 and DynamoDB on moto), warm, one client after another."""
+    # usage totals written once a minute, as deployed (serve --lambda writes them with every request)
     env = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1",
-           "PULLTHROUGH_USAGE_FLUSH_SECONDS": "60"}  # as deployed (serve --lambda writes them every request)
+           "PULLTHROUGH_USAGE_FLUSH_SECONDS": "60"}  # fmt: skip
     with MotoServer(work / "moto") as moto:
         server = PullthroughServer(work / "lambda", rules, extra_args=("--lambda", "--table", "bench", "--bucket",
                                    "bench"), env={"AWS_ENDPOINT_URL": moto.url, **env})  # fmt: skip
