@@ -45,7 +45,7 @@ LAMBDA_RUNTIME := $(shell sed -n 's/^ *Runtime: *\(python[0-9.]*\).*/\1/p' templ
 SAM_BUILD_ARGS ?=
 
 lambda-build: sam-tools ## sam build, then the functions' bytecode (what `sam deploy` uploads; see docs/aws.md)
-	$(SAM_VENV)/bin/sam build $(SAM_BUILD_ARGS)
+	PATH="$(abspath $(SAM_VENV))/bin:$$PATH" $(SAM_VENV)/bin/sam build $(SAM_BUILD_ARGS)  # its python3.12 builds
 	$(MAKE) --no-print-directory lambda-bytecode
 
 lambda-bytecode: ## Compile the modules of every function in $(LAMBDA_BUILD_DIR) for the functions' runtime
