@@ -357,20 +357,7 @@ def test_handler_is_importable(template: dict[str, Any], function: str, handler:
     assert path.with_suffix(".py").is_file() or (path / "__init__.py").is_file(), (
         f"{function}: Handler {handler!r} needs module {module!r}, but src/{module.replace('.', '/')}.py does not exist"
     )
-    env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
-    env.update(_lambda_environment(template, function))
-    env.update(
-        PYTHONPATH=str(SRC),
-        AWS_DEFAULT_REGION="us-east-1",
-        AWS_REGION="us-east-1",
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
-        AWS_SESSION_TOKEN="testing",
-        AWS_EC2_METADATA_DISABLED="true",
-        AWS_ENDPOINT_URL="http://127.0.0.1:9",  # anything that does call AWS at import fails fast, locally
-        AWS_LAMBDA_FUNCTION_NAME=f"pullthrough-{function}",
-        POWERTOOLS_METRICS_DISABLED="1",
-    )
+    env = _function_environment(template, function)
     probe = (  # as on Lambda, where the local mode's packages are not installed
         "import importlib, sys\n"
         "class Absent:\n"
@@ -395,6 +382,43 @@ def test_handler_is_importable(template: dict[str, Any], function: str, handler:
     if "127.0.0.1:9" in result.stderr:
         hint = " (it called AWS at import: AWS_ENDPOINT_URL points at a closed local port)"
     assert result.returncode == 0, f"{function}: importing {handler} failed{hint}:\n{result.stderr[-4000:]}"
+
+
+def _function_environment(template: dict[str, Any], function: str) -> dict[str, str]:
+    """The function's variables from the template, with credentials and an endpoint that go nowhere."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
+    env.update(_lambda_environment(template, function))
+    env.update(
+        PYTHONPATH=str(SRC),
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_REGION="us-east-1",
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_SESSION_TOKEN="testing",
+        AWS_EC2_METADATA_DISABLED="true",
+        AWS_ENDPOINT_URL="http://127.0.0.1:9",  # anything that does call AWS at import fails fast, locally
+        AWS_LAMBDA_FUNCTION_NAME=f"pullthrough-{function}",
+        POWERTOOLS_METRICS_DISABLED="1",
+    )
+    return env
+
+
+def test_detailed_tracing_puts_the_tracer_around_the_handler(template: dict[str, Any]) -> None:
+    """DetailedTracing=true (POWERTOOLS_TRACE_DISABLED=false): Powertools Tracer, and with it the X-Ray SDK."""
+    env = {**_function_environment(template, "FillFunction"), "POWERTOOLS_TRACE_DISABLED": "false"}
+    probe = (
+        "import sys\n"
+        "from handlers.functions import fill\n"
+        "if 'aws_xray_sdk' not in sys.modules: sys.exit('no X-Ray SDK with DetailedTracing on')\n"
+        "layers, handler = [], fill.handler\n"
+        "while handler is not None:\n"
+        "    layers.append(handler.__code__.co_qualname)\n"
+        "    handler = getattr(handler, '__wrapped__', None)\n"
+        "if not any('capture_lambda_handler' in layer for layer in layers): sys.exit(f'no Tracer in {layers}')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, cwd=ROOT,
+                            timeout=60, check=False)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
 
 
 # --- (d) least privilege --------------------------------------------------------------------------------------------
