@@ -129,7 +129,7 @@ def lambda_dependencies() -> Path:
 def lambda_packages(work: Path) -> dict[str, Path]:
     """The function package in both builds: {build: the directory for PYTHONPATH}."""
     plain = work / "sam-build" / "Function"
-    shutil.copytree(lambda_dependencies(), plain, ignore=shutil.ignore_patterns(".complete"))
+    shutil.copytree(lambda_dependencies(), plain, ignore=shutil.ignore_patterns(".complete", "__pycache__"))
     for package in ("core", "handlers", "pullthrough_adapters"):
         shutil.copytree(ROOT / "src" / package, plain / package, ignore=shutil.ignore_patterns("__pycache__"))
     compiled = work / "lambda-build" / "Function"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 import json
 import secrets
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -19,15 +20,15 @@ from botocore.config import Config
 from core.auth import Authenticator, TokenService
 from core.cache import PullThroughCache
 from core.lifecycle import Lifecycler
-from core.ports import Metrics
+from core.ports import Metrics, Upstream, Upstreams
 from core.recent_manifests import RecentManifests
 from core.refresh import Refresher
-from core.rules import ReloadingRules, RuleSet, RuleSource
+from core.rules import ReloadingRules, Rule, RuleSet, RuleSource
 from core.stats import Report, report
 from handlers.composition.powertools import PowertoolsMetrics, instrumented, logger
 from handlers.presets import preset_rules, with_stored_rules
 from handlers.rules_file import load_rules
-from handlers.settings import TOKEN_SERVICE, AwsSettings
+from handlers.settings import TOKEN_SERVICE, AwsSettings, UpstreamSettings
 from pullthrough_adapters.aws.dispatch import LambdaDispatcher
 from pullthrough_adapters.aws.dynamodb_metadata_store import TABLE_SCHEMA, DynamoMetadataStore
 from pullthrough_adapters.aws.events import EventBridgeEvents
@@ -35,7 +36,6 @@ from pullthrough_adapters.aws.filler import FillDispatcher, LeasedFiller, comple
 from pullthrough_adapters.aws.s3_blob_store import S3BlobStore
 from pullthrough_adapters.aws.signing_keys import SecretSigningKeys
 from pullthrough_adapters.upstream.addresses import AddressPolicy
-from pullthrough_adapters.upstream.client import HttpUpstreams
 
 RULES_RELOAD_SECONDS = 60.0
 # A sweep starts no repository with less than this left of the function's time: deleting the orphans of a full
@@ -91,9 +91,28 @@ def build_cache(settings: AwsSettings, metrics: Metrics, dispatcher: FillDispatc
     rules = rule_source(settings)
     dispatcher = dispatcher or LambdaDispatcher(clients.lambda_client, settings.fill_function)
     filler = LeasedFiller(blobs, metadata, dispatcher, sync_max_bytes=settings.sync_fill_max_bytes)
-    upstreams = HttpUpstreams(AddressPolicy(settings.upstream.allow_private), settings.upstream.timeout_seconds)
+    upstreams = UpstreamsOnFirstMiss(settings.upstream)
     # Every store read is a round trip here: a repeated pull by digest is answered from memory.
     return PullThroughCache(rules, metadata, blobs, upstreams, filler, metrics=metrics, recent=RecentManifests())
+
+
+class UpstreamsOnFirstMiss:
+    """The upstream client, imported and made on the first miss: httpx and its kin are 25 ms of a cold start, which
+    a container answering hits never needs."""
+
+    def __init__(self, settings: UpstreamSettings) -> None:
+        self._settings = settings
+        self._upstreams: Upstreams | None = None
+        self._lock = threading.Lock()
+
+    def for_rule(self, rule: Rule) -> Upstream:
+        with self._lock:
+            if self._upstreams is None:
+                from pullthrough_adapters.upstream.client import HttpUpstreams
+
+                policy = AddressPolicy(self._settings.allow_private)
+                self._upstreams = HttpUpstreams(policy, self._settings.timeout_seconds)
+        return self._upstreams.for_rule(rule)
 
 
 def rule_source(settings: AwsSettings) -> RuleSource:

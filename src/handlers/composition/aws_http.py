@@ -19,7 +19,6 @@ from handlers.http.registry import create_app
 from handlers.settings import AwsSettings
 from pullthrough_adapters.aws.filler import FillDispatcher
 from pullthrough_adapters.upstream.addresses import AddressPolicy
-from pullthrough_adapters.upstream.validation import validate_rule_now
 
 # Manifests are JSON: send them as text, so API Gateway relays the exact bytes without a base64 round trip.
 TEXT_MEDIA_TYPES = ["application/json", "text/", "application/vnd.oci.image.", "application/vnd.docker.distribution."]
@@ -49,6 +48,8 @@ def admin_handler(settings: AwsSettings) -> LambdaHandler:
     addresses = AddressPolicy(settings.upstream.allow_private)
 
     def validate(rule: Rule, image: str | None) -> dict[str, object]:
+        from pullthrough_adapters.upstream.validation import validate_rule_now  # httpx: when a rule is validated
+
         return validate_rule_now(rule, addresses, image).to_dict()
 
     asgi = Mangum(create_admin_app(table_store(settings), validate), lifespan="off")

@@ -31,7 +31,7 @@ from core.errors import (
 from core.mediatypes import UPSTREAM_ACCEPT
 from core.ports import RateLimit, TagPage, UpstreamBlob, UpstreamHead, UpstreamManifest
 from core.rules import Rule
-from pullthrough_adapters.upstream.addresses import AddressPolicy, checked_http_transport
+from pullthrough_adapters.upstream.addresses import AddressPolicy
 from pullthrough_adapters.upstream.auth import (
     DEFAULT_TOKEN_LIFETIME_SECONDS,
     Challenge,
@@ -41,6 +41,7 @@ from pullthrough_adapters.upstream.auth import (
 )
 from pullthrough_adapters.upstream.credentials import Credentials, resolve_credentials
 from pullthrough_adapters.upstream.deadlines import within
+from pullthrough_adapters.upstream.transport import checked_http_transport
 
 log = logging.getLogger(__name__)
 
