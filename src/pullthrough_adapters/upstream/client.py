@@ -433,8 +433,7 @@ class HttpUpstreams:
     ) -> None:
         self._addresses = addresses
         self._timeout = timeout_seconds
-        self._on_response = on_response
-        self._http = http
+        self._http = http or default_http_client(addresses, timeout_seconds, on_response)
         self._clients: dict[Rule, RegistryClient] = {}
         self._lock = threading.Lock()
 
@@ -442,8 +441,6 @@ class HttpUpstreams:
         with self._lock:
             client = self._clients.get(rule)
             if client is None:
-                if self._http is None:  # made on the first miss: loading the CA bundle is a cold start's 20 ms
-                    self._http = default_http_client(self._addresses, self._timeout, self._on_response)
                 client = self._clients[rule] = RegistryClient(
                     rule, self._http, self._addresses, lambda: resolve_credentials(rule.credentials), self._timeout
                 )
