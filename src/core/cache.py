@@ -307,12 +307,18 @@ class PullThroughCache:
         return self._flights.run(
             f"tag/{route.scope}/{route.repository}/{tag}",
             lambda: self._revalidate(route, upstream, tag, cached, pulled=pulled),
-            lambda: self._confirmed_since(route, tag, asked_at),
+            lambda: self._confirmed_since(route, tag, asked_at, or_fresh=pulled),
         )
 
-    def _confirmed_since(self, route: Route, tag: str, since: float) -> ManifestRecord | None:
+    def _confirmed_since(self, route: Route, tag: str, since: float, *, or_fresh: bool) -> ManifestRecord | None:
+        """The tag's record if confirmed since `since`; for a pull, also if fresh by the rule's TTL: a holder whose
+        upstream answered just before this request asked (and recorded it just after) answered it too. A refresh
+        asks the upstream whatever the tag's age."""
         record = self._metadata.get_tag(route.scope, route.repository, tag)
-        return record.manifest if record is not None and record.checked_at >= since else None
+        if record is None:
+            return None
+        fresh = or_fresh and self._clock() - record.checked_at < route.rule.tag_ttl_seconds
+        return record.manifest if record.checked_at >= since or fresh else None
 
     def _revalidate(
         self, route: Route, upstream: Upstream, tag: str, cached: TagRecord | None, *, pulled: bool

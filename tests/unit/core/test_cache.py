@@ -458,6 +458,37 @@ class TestSingleFlight:
         self.run_concurrently(8, lambda: cache.manifest("up/library/app", "v1", ANY, with_body=False))
         assert upstream.calls == {"head_manifest": 1}
 
+    def test_a_waiter_takes_an_answer_that_came_just_before_it_asked(self, tmp_path, upstream, clock, rules):
+        """The holder's upstream answered at t, this request asked at t + 0.05 s and found no tag yet (the holder had
+        not recorded it): the answer is fresh for the rule's TTL, so the waiter takes it rather than ask again (CI saw
+        a tag fetched twice by 8 concurrent pulls this way)."""
+        from core.ports import ManifestRecord, TagRecord
+        from pullthrough_adapters.local.blob_store import FileBlobStore
+        from pullthrough_adapters.local.filler import TeeFiller
+        from pullthrough_adapters.local.metadata_store import SqliteMetadataStore
+        from tests.fakes import FakeUpstreams
+
+        blobs = FileBlobStore(tmp_path / "data")
+        metadata = SqliteMetadataStore(tmp_path / "data" / "metadata.sqlite3", clock=clock)
+        cache = PullThroughCache(rules, metadata, blobs, FakeUpstreams(upstream), TeeFiller(blobs, metadata),
+                                 clock=clock)  # fmt: skip
+        digest = upstream.add_image("library/app", "v1")
+        key = "tag/up/library/app/v1"
+        assert metadata.acquire_lease(key, "holder", 30)  # the holder's upstream answered at clock.now
+        answered_at = clock.now
+        clock.advance(0.05)
+        waiter = threading.Thread(target=lambda: served.append(cache.manifest("up/library/app", "v1", ANY,
+                                                                               with_body=False)))  # fmt: skip
+        served: list = []
+        waiter.start()
+        time.sleep(0.2)  # the waiter found no tag and waits on the holder's lease
+        record = ManifestRecord(digest, OCI_MANIFEST, len(upstream.manifests[str(digest)][0]))
+        metadata.put_tag("up", "library/app", "v1", TagRecord(record, answered_at, answered_at))
+        metadata.release_lease(key, "holder")
+        waiter.join(5)
+        assert [result.record.digest for result in served] == [digest]
+        assert upstream.calls == {}
+
     def test_concurrent_pulls_by_digest_make_one_upstream_request(self, cache, upstream):
         digest = upstream.add_image("library/app", None)
         upstream.delay = 0.2

@@ -147,12 +147,15 @@ def test_failures_are_reported_and_published_and_the_cached_tag_kept(cache, refr
     assert served.record.digest == digest and served.warning
 
 
-def test_manual_refresh_of_one_image_answers_what_changed(refresher, upstream):
+def test_manual_refresh_of_one_image_answers_what_changed(refresher, upstream, clock):
     digest = upstream.add_image("library/app", "v1")
     assert refresher.refresh_tag("up/library/app", "v1").status == "updated"  # never cached: fetched now
     assert refresher.refresh_tag("up/library/app", "v1").status == "unchanged"
     assert refresher.refresh_tag("up/library/app", "v1").digest == str(digest)
     assert refresher.refresh_tag("up/library/app", "nope").status == "failed"
+    moved = upstream.add_image("library/app", "v1", layer=b"moved")
+    clock.advance(1)  # the cached tag is a second old, fresh: the upstream is asked all the same
+    assert refresher.refresh_tag("up/library/app", "v1").digest == str(moved)
 
 
 def test_rules_with_zero_ttl_are_left_to_pulls(cache, refresher, upstream, clock, rules):
