@@ -114,7 +114,7 @@ class PullThroughCache:
         metrics: Metrics | None = None,
         recent: RecentManifests | None = None,
     ) -> None:
-        """`recent`: manifests kept in memory, where every read of the stores is a network round trip."""
+        """`recent`: the manifests this process served, kept in memory (by default, none are)."""
         self.rule_source = rules
         self._metadata = metadata
         self._blobs = blobs
@@ -124,7 +124,7 @@ class PullThroughCache:
         self._metrics = metrics or NoMetrics()
         self._flights = SingleFlight(metadata)
         self._declared = DeclaredSizes()
-        self._recent = recent
+        self._recent = recent or RecentManifests.disabled()
 
     @property
     def rules(self) -> RuleSet:
@@ -195,8 +195,7 @@ class PullThroughCache:
 
     def _record_manifest_pull(self, scope: str, repository: str, digest: Digest, pulled_at: float) -> None:
         self._metadata.record_manifest_pull(scope, repository, digest, pulled_at)
-        if self._recent is not None:
-            self._recent.pulled(scope, repository, digest, pulled_at)
+        self._recent.pulled(scope, repository, digest, pulled_at)
 
     # -- manifests ------------------------------------------------------------------------------------------------
 
@@ -252,8 +251,6 @@ class PullThroughCache:
 
     def _cached_manifest(self, route: Route, digest: Digest) -> ManifestRecord | None:
         """The metadata alone: records are written after the bytes, and _read_manifest refetches bytes gone since."""
-        if self._recent is None:
-            return self._metadata.get_manifest(route.scope, route.repository, digest)
         record = self._recent.record(route.scope, route.repository, digest)
         if record is None:
             record = self._metadata.get_manifest(route.scope, route.repository, digest)
@@ -263,10 +260,10 @@ class PullThroughCache:
 
     def _stored_manifest(self, digest: Digest) -> bytes | None:
         """A manifest's bytes from the blob store (verified when stored), or from memory."""
-        data = self._recent.data(digest) if self._recent is not None else None
+        data = self._recent.data(digest)
         if data is None:
             data = self._blobs.read(digest)
-            if data is not None and self._recent is not None:
+            if data is not None:
                 self._recent.remember_data(digest, data)
         return data
 
@@ -372,12 +369,9 @@ class PullThroughCache:
         if not record.is_index:  # the sizes its blobs must have, for the fills that follow
             self._declared.remember(route.scope, route.repository, blob_sizes(parse_manifest(data)))
         self._metadata.put_manifest(route.scope, route.repository, record, pulled=pulled)
-        if self._recent is not None:
-            pulled_at = self._clock() if pulled else None
-            self._recent.remember_record(
-                route.scope, route.repository, dataclasses.replace(record, pulled_at=pulled_at)
-            )
-            self._recent.remember_data(record.digest, data)
+        remembered = dataclasses.replace(record, pulled_at=self._clock() if pulled else None)
+        self._recent.remember_record(route.scope, route.repository, remembered)
+        self._recent.remember_data(record.digest, data)
         return record
 
     def _read_manifest(self, route: Route, record: ManifestRecord) -> bytes:

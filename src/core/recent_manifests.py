@@ -42,6 +42,11 @@ class RecentManifests:
         self._data: OrderedDict[Digest, bytes] = OrderedDict()
         self._data_bytes = 0
 
+    @classmethod
+    def disabled(cls) -> RecentManifests:
+        """Keeps nothing: every manifest is read from the stores."""
+        return cls(max_bytes=0, max_records=0)
+
     def record(self, scope: str, repository: str, digest: Digest) -> ManifestRecord | None:
         key = (scope, repository, digest)
         with self._lock:

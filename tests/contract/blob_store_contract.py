@@ -71,6 +71,11 @@ class BlobStoreContract:
         for chunk in swapped:
             writer.write(chunk)
         assert writer.commit() == len(data)
+        writer = store.writer(Digest.of(data[::-1]))
+        for chunk in chunks:
+            writer.write(chunk)
+        writer.abort()
+        assert not store.exists(Digest.of(data[::-1]))
 
     def test_aborted_write_leaves_nothing(self, store: BlobStore):
         digest = Digest.of(DATA)

@@ -92,7 +92,6 @@ def build_cache(settings: AwsSettings, metrics: Metrics, dispatcher: FillDispatc
     dispatcher = dispatcher or LambdaDispatcher(clients.lambda_client, settings.fill_function)
     filler = LeasedFiller(blobs, metadata, dispatcher, sync_max_bytes=settings.sync_fill_max_bytes)
     upstreams = UpstreamsOnFirstMiss(settings.upstream)
-    # Every store read is a round trip here: a repeated pull by digest is answered from memory.
     return PullThroughCache(rules, metadata, blobs, upstreams, filler, metrics=metrics, recent=RecentManifests())
 
 
@@ -106,12 +105,13 @@ class UpstreamsOnFirstMiss:
         self._lock = threading.Lock()
 
     def for_rule(self, rule: Rule) -> Upstream:
-        with self._lock:
-            if self._upstreams is None:
-                from pullthrough_adapters.upstream.client import HttpUpstreams
+        if self._upstreams is None:
+            with self._lock:
+                if self._upstreams is None:
+                    from pullthrough_adapters.upstream.client import HttpUpstreams
 
-                policy = AddressPolicy(self._settings.allow_private)
-                self._upstreams = HttpUpstreams(policy, self._settings.timeout_seconds)
+                    policy = AddressPolicy(self._settings.allow_private)
+                    self._upstreams = HttpUpstreams(policy, self._settings.timeout_seconds)
         return self._upstreams.for_rule(rule)
 
 

@@ -186,8 +186,11 @@ class _Fill:
         end = offset + length
         # Opened while the fill runs or once it is renamed into place: an open file survives both.
         file = _open_first(self.writer.temp_path, self._store.path(self.job.digest))
-        if file is None:  # neither: the fill failed and removed its temp file
-            raise self.error or Unavailable(f"fill of {self.job.digest} vanished")
+        if file is None:  # neither: the fill failed and removed its temp file, and says so once it has cleaned up
+            self.wait_committed()  # raises the fill's own error
+            file = _open_first(self._store.path(self.job.digest))
+            if file is None:
+                raise Unavailable(f"fill of {self.job.digest} vanished")
         with file, _readers.reading() as chunk_size:
             file.seek(offset)
             position = offset
