@@ -232,9 +232,11 @@ class _Follower:
             file = self._pointer.temp_path.open("rb")
         except FileNotFoundError:
             file = None
-        if file is None:  # finished (renamed) or failed before this follower opened it
-            if not self._committed():
-                raise Unavailable(f"the download of {self._job.digest} failed in another server process")
+        if file is None:  # renamed into place (recorded, or about to be) or failed before this follower opened it
+            waited_since = time.monotonic()
+            while not self._stored():
+                self._check_stall(waited_since)
+                time.sleep(FOLLOW_POLL_SECONDS)
             yield from _read_range(self._store.path(self._job.digest), offset, length)
             return
         with file, _readers.reading() as chunk_size:
@@ -247,15 +249,25 @@ class _Follower:
                     position += len(data)
                     progressed = time.monotonic()
                     yield data
-                elif not done and self._committed():
+                elif self._stored():
                     done = True
-                elif not done and _read_pointer(self._pointer_path) != self._pointer and not self._committed():
-                    # asked again after the pointer: the holder may have recorded the blob and withdrawn since
-                    raise Unavailable(f"the download of {self._job.digest} failed in another server process")
-                elif time.monotonic() - progressed > STALL_TIMEOUT_SECONDS:
-                    raise Unavailable(f"download of {self._job.digest} stalled")
                 else:
+                    self._check_stall(progressed)
                     time.sleep(FOLLOW_POLL_SECONDS)
+
+    def _stored(self) -> bool:
+        """Whether the holder stored and recorded the blob; Unavailable once it is known to have failed. The holder
+        records before it withdraws its pointer, so a pointer gone (or another fill's) with no record is a failure:
+        the record is asked again after the pointer, since it may have come in between."""
+        if self._committed():
+            return True
+        if _read_pointer(self._pointer_path) != self._pointer and not self._committed():
+            raise Unavailable(f"the download of {self._job.digest} failed in another server process")
+        return False
+
+    def _check_stall(self, since: float) -> None:
+        if time.monotonic() - since > STALL_TIMEOUT_SECONDS:
+            raise Unavailable(f"download of {self._job.digest} stalled")
 
 
 class TeeFiller:

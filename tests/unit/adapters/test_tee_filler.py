@@ -76,6 +76,29 @@ def test_a_follower_waits_out_the_holders_recording_of_the_blob(tmp_path: Path, 
     assert read_all(holder) == DATA
 
 
+def test_a_follower_arriving_between_the_holders_rename_and_record_waits_for_the_record(
+    tmp_path: Path, upstream: FakeUpstream
+):
+    """The temp file is gone (renamed into place) but the blob not yet recorded: that is a fill about to succeed,
+    not a failure (CI saw a client cut off this way, with two server processes)."""
+    digest = upstream.add_blob("repo", DATA)
+    job = FillJob("up/repo", "up", "repo", digest)
+    (first, first_metadata), (second, _) = process(tmp_path), process(tmp_path)
+    renamed = threading.Event()
+
+    def record_once_renamed(size: int) -> None:
+        renamed.set()
+        time.sleep(0.5)
+        first_metadata.put_blob("up", "repo", digest, size)
+
+    holder = first.fill(job, lambda: upstream.open_blob("repo", digest), record_once_renamed)
+    assert renamed.wait(10)
+    follower = second.fill(job, lambda: upstream.open_blob("repo", digest), lambda size: None)
+    assert isinstance(follower, StreamedBlob)
+    assert read_all(follower) == DATA
+    assert read_all(holder) == DATA
+
+
 def test_followers_see_the_holders_failure_and_nothing_is_kept(tmp_path: Path, upstream: FakeUpstream):
     digest = upstream.add_blob("repo", DATA)
     upstream.corrupt_blobs = True
