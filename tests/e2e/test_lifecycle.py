@@ -22,7 +22,8 @@ from tests.support.upstream import DistributionRegistry
 
 pytestmark = pytest.mark.e2e
 
-EXPIRE = 4  # seconds: long enough for a slow machine to pull everything inside it
+# seconds: long enough for a slow machine to pull everything, then run three `gc`s (2 s each here), inside it
+EXPIRE = 8
 
 
 @pytest.fixture(scope="module")
