@@ -34,6 +34,7 @@ class FakeUpstream:
         self.rate_limit: RateLimit | None = None  # what HEADs report of the pull allowance
         self.send_sizes = True  # False: blobs come without a Content-Length
         self.corrupt_manifests = False  # manifests arrive with a digest header their bytes do not match
+        self.referrers_api = False  # True: a registry with the OCI 1.1 referrers API (else only the tag schema)
 
     # -- building content -----------------------------------------------------------------------------------------
 
@@ -82,6 +83,26 @@ class FakeUpstream:
         }, tag)  # fmt: skip
         return index, children
 
+    def add_referrer(self, repository: str, subject: Digest, artifact_type: str, payload: bytes) -> Digest:
+        """An artifact whose `subject` is `subject`, pushed as a client does to a registry without the referrers API:
+        the manifest, then its descriptor added to the index under the referrers tag (`sha256-<hex>`)."""
+        layer = self.add_blob(repository, payload)
+        empty = self.add_blob(repository, b"{}")
+        subject_data, subject_type = self.manifests[str(subject)]
+        digest = self.add_manifest(repository, {
+            "schemaVersion": 2, "mediaType": OCI_MANIFEST, "artifactType": artifact_type,
+            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": str(empty), "size": 2},
+            "layers": [{"mediaType": "application/octet-stream", "digest": str(layer), "size": len(payload)}],
+            "subject": {"mediaType": subject_type, "digest": str(subject), "size": len(subject_data)},
+        })  # fmt: skip
+        tag = f"sha256-{subject.encoded}"
+        listed = self.tags.get((repository, tag))
+        entries = json.loads(self.manifests[listed][0])["manifests"] if listed else []
+        entries.append({"mediaType": OCI_MANIFEST, "digest": str(digest), "size": len(self.manifests[str(digest)][0]),
+                        "artifactType": artifact_type})  # fmt: skip
+        self.add_manifest(repository, {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}, tag)
+        return digest
+
     # -- the Upstream port ----------------------------------------------------------------------------------------
 
     def head_manifest(self, repository: str, reference: str) -> UpstreamHead:
@@ -119,6 +140,22 @@ class FakeUpstream:
         if n is not None and len(tags) > n:
             return TagPage(tags[:n], True)
         return TagPage(tags, False)
+
+    def referrers(self, repository: str, subject: Digest) -> UpstreamManifest | None:
+        self._call("referrers")
+        if not self.referrers_api:
+            return None
+        if repository not in self.repositories:
+            raise NameUnknown()
+        entries = []
+        for digest, (data, media_type) in sorted(self.manifests.items()):
+            document = json.loads(data)
+            if repository in self.holders[digest] and document.get("subject", {}).get("digest") == str(subject):
+                artifact_type = document.get("artifactType") or document["config"]["mediaType"]
+                entries.append({"mediaType": media_type, "digest": digest, "size": len(data),
+                                "artifactType": artifact_type})  # fmt: skip
+        data = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}).encode()
+        return UpstreamManifest(data, OCI_INDEX, None)
 
     def _call(self, name: str) -> None:
         self.calls[name] += 1

@@ -102,6 +102,10 @@ class GuardedUpstream:
         operation = lambda: self._upstream.list_tags(repository, n, last)  # noqa: E731
         return self._call(operation, f"{repository}/tags/list", NameUnknown)
 
+    def referrers(self, repository: str, subject: Digest) -> UpstreamManifest | None:
+        operation = lambda: self._upstream.referrers(repository, subject)  # noqa: E731
+        return self._call(operation, f"{repository}/referrers/{subject}", NameUnknown)
+
     def _watched(self, chunks: Iterator[bytes], state: BreakerState | None) -> Iterator[bytes]:
         try:
             yield from chunks

@@ -15,6 +15,7 @@ from core.digest import Digest
 from core.errors import (
     Denied,
     ManifestUnknown,
+    NameUnknown,
     TooManyRequests,
     Unavailable,
 )
@@ -44,10 +45,12 @@ from core.ports import (
     SizeOnly,
     TagRecord,
     Upstream,
+    UpstreamManifest,
     Upstreams,
 )
 from core.recent_manifests import RecentManifests
 from core.reference import Reference, is_valid_tag
+from core.referrers import referrers_index, referrers_tag, subject_of
 from core.rules import Route, RuleSet, RuleSource
 from core.singleflight import SingleFlight
 
@@ -71,7 +74,9 @@ def _reserved_pulls(rate_limit: RateLimit) -> int:
 
 
 def _check_tag(route: Route, tag: str) -> None:
-    if not route.rule.tag_allowed(tag):
+    """A rule's allowed tags limit the images pulled by tag; a referrers tag names the referrers of a digest, which
+    the referrers API gives whatever the tags allowed."""
+    if not route.rule.tag_allowed(tag) and subject_of(tag) is None:
         raise Denied(f"tag {tag!r} is not allowed by the cache rule")
 
 
@@ -93,6 +98,16 @@ class ServedManifest:
     data: bytes | None  # None when only headers were asked for
     warning: str | None = None  # set when a stale copy is served because the upstream failed
     pull: PullRecord | None = None  # a lookup's pull to record (lookups write nothing themselves)
+
+
+@dataclass(frozen=True, slots=True)
+class ServedReferrers:
+    """The referrers API's answer: an OCI image index, of one artifact type when `filtered`."""
+
+    data: bytes
+    filtered: bool
+    warning: str | None = None
+    pull: PullRecord | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,21 +335,14 @@ class PullThroughCache:
     def _revalidate(
         self, route: Route, upstream: Upstream, tag: str, cached: TagRecord | None, *, pulled: bool
     ) -> ManifestRecord:
-        """A HEAD (free on Docker Hub) tells whether the cached digest still holds; GET only what changed."""
-        record = None
-        outcome = counts.TAG_MISS
-        if cached is not None:
-            head = upstream.head_manifest(route.repository, tag)
-            if head.digest == cached.manifest.digest:
-                record, outcome = cached.manifest, counts.TAG_REVALIDATED
-            elif head.digest is not None:
-                if not pulled:
-                    self._keep_last_pulls_for_clients(route, head.digest, head.rate_limit)
-                record = self._manifest_by_digest(route, head.digest, confirmed=True)
-        if record is None:
-            fetched = upstream.get_manifest(route.repository, tag)
-            expected = fetched.digest or Digest.of(fetched.data)
-            record = self._store_manifest(route, fetched.data, fetched.content_type, expected)
+        """Ask the upstream what the tag points at now, and record it. A referrers tag is answered by the upstream's
+        referrers API where it has one (the tag the schema names is then not kept up to date by its clients)."""
+        subject = subject_of(tag)
+        answer = upstream.referrers(route.repository, subject) if subject is not None else None
+        if answer is not None:
+            record, outcome = self._referrers_record(route, answer, cached)
+        else:
+            record, outcome = self._tag_record(route, upstream, tag, cached, pulled=pulled)
         if pulled:  # a client's request (a refresh counts its own outcomes)
             self._metrics.count(outcome, rule=route.scope)
         answered_at = self._clock()  # after the upstream answered: requests that waited on this one see it as theirs
@@ -343,6 +351,31 @@ class PullThroughCache:
         pulled_at = max(previous_pull, answered_at) if pulled else previous_pull
         self._metadata.put_tag(route.scope, route.repository, tag, TagRecord(record, answered_at, pulled_at))
         return record
+
+    def _tag_record(
+        self, route: Route, upstream: Upstream, tag: str, cached: TagRecord | None, *, pulled: bool
+    ) -> tuple[ManifestRecord, str]:
+        """A HEAD (free on Docker Hub) tells whether the cached digest still holds; GET only what changed."""
+        if cached is not None:
+            head = upstream.head_manifest(route.repository, tag)
+            if head.digest == cached.manifest.digest:
+                return cached.manifest, counts.TAG_REVALIDATED
+            if head.digest is not None:
+                if not pulled:
+                    self._keep_last_pulls_for_clients(route, head.digest, head.rate_limit)
+                return self._manifest_by_digest(route, head.digest, confirmed=True), counts.TAG_MISS
+        fetched = upstream.get_manifest(route.repository, tag)
+        expected = fetched.digest or Digest.of(fetched.data)
+        return self._store_manifest(route, fetched.data, fetched.content_type, expected), counts.TAG_MISS
+
+    def _referrers_record(
+        self, route: Route, answer: UpstreamManifest, cached: TagRecord | None
+    ) -> tuple[ManifestRecord, str]:
+        """The upstream's referrers answer, stored as the index it is: unchanged, only its confirmation is new."""
+        digest = Digest.of(answer.data)
+        if cached is not None and cached.manifest.digest == digest:
+            return cached.manifest, counts.TAG_REVALIDATED
+        return self._store_manifest(route, answer.data, answer.content_type, digest), counts.TAG_MISS
 
     def _keep_last_pulls_for_clients(self, route: Route, digest: Digest, rate_limit: RateLimit | None) -> None:
         """A refresh about to GET a manifest (a pull, to Docker Hub) stops when the upstream allows only a few more."""
@@ -455,6 +488,39 @@ class PullThroughCache:
     def _fill_job(self, name: str, route: Route, digest: Digest) -> FillJob:
         expected = self._declared.size(route.scope, route.repository, digest)
         return FillJob(name, route.scope, route.repository, digest, expected, route.rule.max_blob_bytes)
+
+    # -- referrers ------------------------------------------------------------------------------------------------
+
+    def lookup_referrers(self, name: str, digest_text: str, artifact_type: str | None) -> ServedReferrers | None:
+        """The referrers of a digest from what the cache holds, or None when that needs the upstream (as
+        lookup_manifest, for the referrers tag)."""
+        route = self.rules.route(name)
+        tag = referrers_tag(Digest.parse(digest_text))
+        asked_at = self._clock()
+        cached = self._metadata.get_tag(route.scope, route.repository, tag)
+        if cached is None or asked_at - cached.checked_at >= route.rule.tag_ttl_seconds:
+            return None
+        data = self._stored_manifest(cached.manifest.digest)
+        if data is None:
+            return None
+        self._metrics.count(counts.TAG_HIT, rule=route.scope)
+        pull = PullRecord(route.scope, route.repository, tag, None, asked_at)
+        return ServedReferrers(referrers_index(data, artifact_type), bool(artifact_type),
+                               pull=pull if _pull_due(route, cached.pulled_at, asked_at) else None)  # fmt: skip
+
+    def referrers(self, name: str, digest_text: str, artifact_type: str | None) -> ServedReferrers:
+        """The referrers of a digest, always as an image index: empty when the upstream knows of none."""
+        route = self.rules.route(name)
+        tag = referrers_tag(Digest.parse(digest_text))
+        try:
+            record, warning = self._manifest_by_tag(route, tag)
+            data = self._stored_manifest(record.digest)
+            if data is None:  # the record outlived its bytes, which the upstream may have made for this answer only
+                record = self._revalidate_once(route, tag, None, self._clock(), pulled=True)
+                data, warning = self._read_manifest(route, record), None
+        except (ManifestUnknown, NameUnknown):  # no referrers tag, and no referrers API that knows the subject
+            data, warning = None, None
+        return ServedReferrers(referrers_index(data, artifact_type), bool(artifact_type), warning)
 
     # -- discovery ------------------------------------------------------------------------------------------------
 

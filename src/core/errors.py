@@ -124,13 +124,3 @@ class BadUpstreamManifest(RegistryError):
     a browser would render from the cache's origin): a bad gateway, never stored."""
 
     code, http_status, default_message = "MANIFEST_INVALID", 502, "the upstream sent an invalid manifest"
-
-
-class ReferrersUnsupported(RegistryError):
-    """404 makes clients fall back to the referrers tag schema, which the tag cache serves."""
-
-    code, http_status, default_message = (
-        "UNSUPPORTED",
-        404,
-        "the referrers API is not supported; use the referrers tag schema",
-    )

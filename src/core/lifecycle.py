@@ -15,7 +15,6 @@ if still nobody records it.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections import Counter
 from collections.abc import Callable, Container, Iterator
@@ -39,18 +38,23 @@ from core.ports import (
     TagEntry,
     cursor_of,
 )
+from core.referrers import SCHEMA_TAG
 from core.rules import Rule, RuleSource
 
 log = logging.getLogger(__name__)
 
 SWEEP_CURSOR = "sweep"
 PAGE = 100
-# The referrers tag schema (`sha256-<hex>`), and cosign's `.sig`, `.att`, `.sbom` tags beside it.
-_REFERRERS_TAG = re.compile(r"^(sha256|sha512)-([a-f0-9]{64})(?:\.[a-z]+)?\Z")
 # Records nothing reaches that were linked this recently may belong to a pull under way (its manifest not yet
 # recorded): the size cap leaves them.
 UNREACHED_MINIMUM_AGE_SECONDS = 600.0
 FOREVER = 1e15  # a time no record was written after (DynamoDB numbers have no infinity)
+
+
+def _follows_subject(tag: TagEntry) -> bool:
+    """A referrers tag lives as long as the digest it names: a referrers request for it (a policy controller, a
+    scanner) keeps no signature of an image nobody pulls."""
+    return SCHEMA_TAG.match(tag.tag) is not None
 
 
 @dataclass
@@ -105,7 +109,7 @@ class _Graph:
         self._manifests = repository.manifests
         self._referrers: dict[str, list[TagEntry]] = {}
         for tag in repository.tags:
-            match = _REFERRERS_TAG.match(tag.tag)
+            match = SCHEMA_TAG.match(tag.tag)
             if match is not None:
                 self._referrers.setdefault(f"{match.group(1)}:{match.group(2)}", []).append(tag)
 
@@ -199,7 +203,7 @@ class Lifecycler:
         repository = self._read(rule.scope, name)
 
         def root_tag(tag: TagEntry) -> bool:
-            return tag.pulled_at >= cutoff or rule.pinned(name, tag.tag)
+            return (tag.pulled_at >= cutoff and not _follows_subject(tag)) or rule.pinned(name, tag.tag)
 
         def root_manifest(entry: ContentEntry) -> bool:
             return entry.pulled_at is not None and entry.pulled_at >= cutoff
@@ -259,7 +263,7 @@ class Lifecycler:
         repository = self._read(scope, name)
 
         def root_tag(tag: TagEntry) -> bool:
-            return (scope, name, tag.tag, tag.digest) not in evicted
+            return not _follows_subject(tag) and (scope, name, tag.tag, tag.digest) not in evicted
 
         def root_manifest(entry: ContentEntry) -> bool:
             return entry.pulled_at is not None and (scope, name, None, entry.digest) not in evicted
@@ -285,7 +289,8 @@ class Lifecycler:
                 if entry.linked_at < now - UNREACHED_MINIMUM_AGE_SECONDS:
                     recorded.setdefault(entry.digest, set()).add((scope, name))
             roots: list[tuple[str | None, Digest, float]] = [(tag.tag, tag.digest, tag.pulled_at)
-                                                             for tag in repository.tags]  # fmt: skip
+                                                             for tag in repository.tags
+                                                             if not _follows_subject(tag)]  # fmt: skip
             roots += [(None, entry.digest, entry.pulled_at) for entry in repository.content
                       if entry.kind == MANIFEST and entry.pulled_at is not None]  # fmt: skip
             for tag, digest, pulled_at in roots:
@@ -340,8 +345,10 @@ class Lifecycler:
         for tag in repository.tags:
             if tag.tag in live_tags:
                 continue
+            # a referrers tag's own requests keep it no longer than its subject: spared only if asked during the sweep
+            spared_after = checked_before if _follows_subject(tag) else pulled_before
             if self._dry_run or self._lifecycle.forget_tag(
-                scope, name, tag.tag, pulled_before=pulled_before, checked_before=checked_before
+                scope, name, tag.tag, pulled_before=spared_after, checked_before=checked_before
             ):
                 report.tags_forgotten += 1
                 expired_tags.add(tag.digest)

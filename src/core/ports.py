@@ -337,6 +337,10 @@ class Upstream(Protocol):
 
     def list_tags(self, repository: str, n: int | None, last: str | None) -> TagPage: ...
 
+    def referrers(self, repository: str, subject: Digest) -> UpstreamManifest | None:
+        """The upstream's referrers API answer for `subject`, every page as one unfiltered OCI image index; None
+        when the upstream has no referrers API (its clients then keep the referrers tag schema)."""
+
 
 class Upstreams(Protocol):
     def for_rule(self, rule: Rule) -> Upstream: ...

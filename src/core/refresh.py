@@ -13,6 +13,7 @@ from core.digest import Digest
 from core.errors import RegistryError
 from core.mediatypes import Accept, Manifest, blob_sizes, parse_manifest, select_platform_child
 from core.ports import EventSink, ManifestRecord, Metrics, NoEvents, NoMetrics, StreamedBlob, SyncEvent, TagStore
+from core.referrers import referrers_tag, subject_of
 from core.rules import Route
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,8 @@ class Refresher:
             self._metrics.count(counts.REFRESH_FAILED, rule=route.scope)
             self._publish(route, tag, None, exc)
             return RefreshOutcome(name, tag, "failed", previous, previous, f"{exc.code}: {exc.message}")
+        if subject_of(tag) is None:
+            self._refresh_referrers(route, record)
         if str(record.digest) == previous:
             self._metrics.count(counts.REFRESH_UNCHANGED, rule=route.scope)
             return RefreshOutcome(name, tag, "unchanged", previous, previous)
@@ -91,6 +94,18 @@ class Refresher:
         self._publish(route, tag, str(record.digest), None)
         self._prefetch(route, name, record)
         return RefreshOutcome(name, tag, "updated", str(record.digest), previous)
+
+    def _refresh_referrers(self, route: Route, record: ManifestRecord) -> None:
+        """The referrers the cache keeps for a refreshed tag's image, revalidated with it once stale: a new signature
+        on an unchanged image shows up without a client asking. What fails here is the next request's to retry."""
+        tag = referrers_tag(record.digest)
+        cached = self._tags.get_tag(route.scope, route.repository, tag)
+        if cached is None or self._clock() - cached.checked_at < route.rule.tag_ttl_seconds:
+            return
+        try:
+            self._cache.confirm_tag(route, tag, cached)
+        except (PullsReserved, RegistryError) as exc:
+            log.warning("refreshing the referrers of %s in %s failed: %s", record.digest, route.repository, exc)
 
     def _prefetch(self, route: Route, name: str, record: ManifestRecord) -> None:
         """Fetch the blobs of the rule's prefetch platforms, so that even the first pull after a move is a hit.

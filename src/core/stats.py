@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 from core.ports import MANIFEST, Breakers, Lifecycle, cursor_of
+from core.referrers import is_referrers_tag
 from core.rules import Rule, RuleSet
 from core.usage import Traffic, UsageKey, UsageTotals, hour_of, most_pulled, traffic
 
@@ -26,6 +27,7 @@ class Inventory:
     blobs: int = 0
     bytes_stored: int = 0
     last_pull: float | None = None
+    images_with_referrers: int = 0  # digests whose referrers (signatures, SBOMs, attestations) are cached
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,19 +90,20 @@ def repositories(store: Lifecycle, scope: str) -> Iterator[str]:
 
 
 def inventory(store: Lifecycle, scope: str) -> Inventory:
-    repositories_, tags, manifests, blobs, stored = 0, 0, 0, 0, 0
+    repositories_, tags, manifests, blobs, stored, referred = 0, 0, 0, 0, 0, 0
     pulls: list[float] = []
     for name in repositories(store, scope):
         repository_tags = store.repository_tags(scope, name)
         content = store.repository_content(scope, name)
         repositories_ += 1
         tags += len(repository_tags)
+        referred += sum(1 for tag in repository_tags if is_referrers_tag(tag.tag))
         manifests += sum(1 for entry in content if entry.kind == MANIFEST)
         blobs += sum(1 for entry in content if entry.kind != MANIFEST)
         stored += sum(entry.size for entry in content)
         pulls += [tag.pulled_at for tag in repository_tags]
         pulls += [entry.pulled_at for entry in content if entry.pulled_at is not None]
-    return Inventory(repositories_, tags, manifests, blobs, stored, max(pulls, default=None))
+    return Inventory(repositories_, tags, manifests, blobs, stored, max(pulls, default=None), referred)
 
 
 def health(breakers: Breakers, upstream: str, now: float) -> UpstreamHealth:

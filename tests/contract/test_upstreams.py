@@ -14,8 +14,9 @@ from core.mediatypes import OCI_MANIFEST
 from core.rules import Rule
 from pullthrough_adapters.upstream.addresses import AddressPolicy
 from pullthrough_adapters.upstream.client import HttpUpstreams
-from tests.contract.upstream_contract import SeededImage, UpstreamContract
+from tests.contract.upstream_contract import SIGNATURE, SeededImage, UpstreamContract
 from tests.fakes import FakeUpstream
+from tests.support.registry_api import push_blob, push_manifest, push_referrer
 from tests.support.upstream import DistributionRegistry
 
 REPOSITORY = "library/contract"
@@ -40,28 +41,26 @@ class TestFakeUpstream(UpstreamContract):
         document = image_document(fake.add_blob(REPOSITORY, b"{}"), fake.add_blob(REPOSITORY, layer), len(layer))
         for tag in TAGS:
             digest = fake.add_manifest(REPOSITORY, document, tag)
+        fake.referrers_api = self.has_referrers_api
+        referrer = fake.add_referrer(REPOSITORY, digest, SIGNATURE, b"signed")
         self.fake = fake
-        return SeededImage(REPOSITORY, TAGS, digest, fake.manifests[str(digest)][0], Digest.of(layer), layer)
+        return SeededImage(REPOSITORY, TAGS, digest, fake.manifests[str(digest)][0], Digest.of(layer), layer, referrer)
 
     @pytest.fixture
     def upstream(self, content: SeededImage) -> FakeUpstream:
         return self.fake
 
 
+class TestFakeUpstreamWithTheReferrersAPI(TestFakeUpstream):
+    has_referrers_api = True
+
+
 def push_with_the_registry_api(base: str, content_blobs: list[bytes], manifest: bytes, tags: tuple[str, ...]) -> None:
     with httpx.Client(base_url=base) as http:
         for data in content_blobs:
-            start = http.post(f"/v2/{REPOSITORY}/blobs/uploads/")
-            assert start.status_code == 202, start.text
-            location = start.headers["location"]
-            separator = "&" if "?" in location else "?"
-            done = http.put(f"{location}{separator}digest={Digest.of(data)}", content=data,
-                            headers={"Content-Type": "application/octet-stream"})  # fmt: skip
-            assert done.status_code == 201, done.text
+            push_blob(http, REPOSITORY, data)
         for tag in tags:
-            put = http.put(f"/v2/{REPOSITORY}/manifests/{tag}", content=manifest,
-                           headers={"Content-Type": OCI_MANIFEST})  # fmt: skip
-            assert put.status_code == 201, put.text
+            push_manifest(http, REPOSITORY, tag, manifest, OCI_MANIFEST)
 
 
 class TestHttpUpstreamAgainstDistribution(UpstreamContract):
@@ -77,7 +76,8 @@ class TestHttpUpstreamAgainstDistribution(UpstreamContract):
         layer = bytes(range(256)) * 20_000  # 5 MB: several chunks
         manifest = json.dumps(image_document(Digest.of(b"{}"), Digest.of(layer), len(layer))).encode()
         push_with_the_registry_api(registry.url, [b"{}", layer], manifest, TAGS)
-        return SeededImage(REPOSITORY, TAGS, Digest.of(manifest), manifest, Digest.of(layer), layer)
+        referrer = push_referrer(registry.url, REPOSITORY, Digest.of(manifest), SIGNATURE, b"signed")
+        return SeededImage(REPOSITORY, TAGS, Digest.of(manifest), manifest, Digest.of(layer), layer, referrer)
 
     @pytest.fixture
     def upstream(self, registry: DistributionRegistry):

@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import pytest
 
 from core.digest import Digest
 from core.errors import BlobUnknown, ManifestUnknown, NameUnknown
-from core.mediatypes import OCI_MANIFEST
+from core.mediatypes import OCI_INDEX, OCI_MANIFEST
 from core.ports import Upstream
 
 
@@ -21,9 +22,15 @@ class SeededImage:
     manifest_bytes: bytes
     blob: Digest
     blob_bytes: bytes
+    referrer: Digest  # an artifact whose subject is `manifest`, listed under the referrers tag schema too
+
+
+SIGNATURE = "application/vnd.dev.cosign.artifact.sig.v1+json"
 
 
 class UpstreamContract:
+    has_referrers_api = False
+
     def test_head_manifest_by_tag_gives_digest_type_and_size(self, upstream: Upstream, content: SeededImage):
         head = upstream.head_manifest(content.repository, content.tags[0])
         assert head.digest == content.manifest
@@ -57,11 +64,28 @@ class UpstreamContract:
 
     def test_tags(self, upstream: Upstream, content: SeededImage):
         everything = upstream.list_tags(content.repository, None, None)
-        assert sorted(everything.tags) == sorted(content.tags) and not everything.has_more
+        all_tags = sorted([*content.tags, f"sha256-{content.manifest.encoded}"])  # the referrers tag too
+        assert sorted(everything.tags) == all_tags and not everything.has_more
         # Registries may ignore n and last (distribution 2.8 does); the service pages what it gets.
         first = upstream.list_tags(content.repository, 1, None)
-        assert set(first.tags) <= set(content.tags) and (first.has_more or len(first.tags) == len(content.tags))
+        assert set(first.tags) <= set(all_tags) and (first.has_more or len(first.tags) == len(all_tags))
 
     def test_tags_of_unknown_repository(self, upstream: Upstream, content: SeededImage):
         with pytest.raises(NameUnknown):
             upstream.list_tags("no/such/repository", None, None)
+
+    def test_referrers_come_from_the_referrers_api_or_the_tag_schema(self, upstream: Upstream, content: SeededImage):
+        answer = upstream.referrers(content.repository, content.manifest)
+        if self.has_referrers_api:
+            assert answer is not None
+            index = json.loads(answer.data)
+            assert index["mediaType"] == OCI_INDEX
+            assert [(entry["digest"], entry["artifactType"]) for entry in index["manifests"]] == [
+                (str(content.referrer), SIGNATURE)
+            ]
+            return
+        assert answer is None  # the referrers tag schema holds them, as an ordinary tag
+        head = upstream.head_manifest(content.repository, f"sha256-{content.manifest.encoded}")
+        assert head.media_type == OCI_INDEX
+        listed = upstream.get_manifest(content.repository, f"sha256-{content.manifest.encoded}")
+        assert [entry["digest"] for entry in json.loads(listed.data)["manifests"]] == [str(content.referrer)]

@@ -141,7 +141,8 @@ def test_catalog_lists_what_is_cached(client, image):
         ("GET", "/v2/up/Library/App/manifests/v1", {}, 400, "NAME_INVALID"),
         ("GET", "/v2/up/a/../b/manifests/v1", {}, 404, "MANIFEST_UNKNOWN"),  # the client resolves the dots
         ("GET", "/v2/up/library/app/tags/list?n=abc", {}, 400, "PAGINATION_NUMBER_INVALID"),
-        ("GET", "/v2/up/library/app/referrers/sha256:" + "0" * 64, {}, 404, "UNSUPPORTED"),
+        ("GET", "/v2/up/library/app/referrers/sha256:abc", {}, 400, "DIGEST_INVALID"),
+        ("GET", "/v2/nowhere/app/referrers/sha256:" + "0" * 64, {}, 404, "NAME_UNKNOWN"),
         ("GET", "/v2/up/library/app/unknown", {}, 404, "NAME_UNKNOWN"),
         ("GET", "/", {}, 404, "NAME_UNKNOWN"),
         ("POST", "/v2/up/library/app/blobs/uploads/", {}, 405, "UNSUPPORTED"),
@@ -251,7 +252,29 @@ def test_ns_routes_a_mirror_request_to_the_rule_for_that_registry(client, image)
     unknown = client.get("/v2/library/app/manifests/v1", params={"ns": "elsewhere.example"})
     assert unknown.status_code == 404 and oci_error(unknown) == "NAME_UNKNOWN"
     referrers = client.get(f"/v2/library/app/referrers/{image['manifest']}", params={"ns": "upstream.invalid"})
-    assert referrers.status_code == 404 and oci_error(referrers) == "UNSUPPORTED"  # routed like the rest
+    assert referrers.status_code == 200 and referrers.headers["oci-namespace"] == "upstream.invalid"  # routed alike
+
+
+def test_referrers_answer_an_index_of_the_subjects_referrers(client, image, upstream: FakeUpstream):
+    """The conformance suite's checks: 200 with the index media type for any digest (no 404: clients would fall
+    back), an artifactType filter said in OCI-Filters-Applied, and each referrer then pulls by digest."""
+    subject = Digest.parse(image["manifest"])
+    signature = upstream.add_referrer("library/app", subject, "application/vnd.example.sig", b"signed")
+    upstream.add_referrer("library/app", subject, "application/spdx+json", b"{}")
+
+    everything = client.get(f"/v2/up/library/app/referrers/{subject}")
+    assert everything.status_code == 200 and everything.headers["content-type"] == OCI_INDEX
+    assert "oci-filters-applied" not in everything.headers
+    assert len(everything.json()["manifests"]) == 2
+    only = {"artifactType": "application/vnd.example.sig"}
+    filtered = client.get(f"/v2/up/library/app/referrers/{subject}", params=only)
+    assert filtered.headers["oci-filters-applied"] == "artifactType"
+    assert [entry["digest"] for entry in filtered.json()["manifests"]] == [str(signature)]
+    pulled = client.get(f"/v2/up/library/app/manifests/{signature}", headers={"Accept": OCI_MANIFEST})
+    assert pulled.status_code == 200 and Digest.of(pulled.content) == signature
+
+    none = client.get("/v2/up/library/app/referrers/sha256:" + "0" * 64)
+    assert none.status_code == 200 and none.json() == {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
 
 
 def test_denied_repositories_and_tags(tmp_path, upstream):

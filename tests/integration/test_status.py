@@ -73,3 +73,15 @@ def test_pages_answer_what_is_not_there_with_pages_and_the_registry_with_oci_err
     page = client.get("/repositories/up/library/app")
     assert page.status_code == 200 and image in page.text
     assert client.get(f"/images/up/library/app/{image}").status_code == 200
+
+
+def test_an_image_page_shows_its_referrers_by_type(cache, image, upstream: FakeUpstream):
+    client, _, _ = client_for(cache, "everyone")
+    client.get("/v2/up/library/app/manifests/v1")
+    assert "none cached" in client.get(f"/images/up/library/app/{image}").text
+    for kind in ("application/vnd.dev.cosign.artifact.sig.v1+json", "application/spdx+json", "application/spdx+json"):
+        upstream.add_referrer("library/app", Digest.parse(image), kind, kind.encode() + b"%d" % len(upstream.blobs))
+    assert client.get(f"/v2/up/library/app/referrers/{image}").status_code == 200
+    page = client.get(f"/images/up/library/app/{image}").text
+    assert "<code>application/spdx+json</code>: 2" in page
+    assert "<code>application/vnd.dev.cosign.artifact.sig.v1+json</code>: 1" in page

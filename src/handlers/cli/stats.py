@@ -20,8 +20,9 @@ from handlers.settings import DataDir, LocalSettings
 @backend_options
 @rules_file_option
 def stats(data_dir: Path, table: str | None, output: str, rules_file: Path | None) -> None:
-    """Per rule: repositories, tags, manifests, blobs and bytes stored; hits, upstream requests saved and bytes over
-    24 hours and 7 days; the most pulled repositories; the last pull; the upstream's health."""
+    """Per rule: repositories, tags, images with referrers (signatures, SBOMs), manifests, blobs and bytes stored;
+    hits, upstream requests saved and bytes over 24 hours and 7 days; the most pulled repositories; the last pull;
+    the upstream's health."""
     if table:
         from handlers.composition.aws import build_report  # boto3 only for a deployment
         from handlers.settings import AwsSettings
@@ -34,14 +35,16 @@ def stats(data_dir: Path, table: str | None, output: str, rules_file: Path | Non
 
 
 def _table(report: Report) -> str:
-    header = (f"{'rule':<20} {'health':<11} {'repos':>6} {'tags':>6} {'stored':>10} {'hits 24h':>9} {'ratio 24h':>9} "
+    header = (f"{'rule':<20} {'health':<11} {'repos':>6} {'tags':>6} {'w/refs':>6} {'stored':>10} {'hits 24h':>9} "
+              f"{'ratio 24h':>9} "
               f"{'hits 7d':>8} {'ratio 7d':>8} {'fetched 7d':>10} {'served 7d':>10}  last pull")  # fmt: skip
     lines = [header]
     for rule in report.rules:
         held, day, week = rule.inventory, rule.day, rule.week
         lines.append(
             f"{rule.prefix or '(root)':<20} {rule.health.state:<11} {held.repositories:>6} {held.tags:>6} "
-            f"{_bytes(held.bytes_stored):>10} {day.hits:>9.0f} {_ratio(day):>9} {week.hits:>8.0f} {_ratio(week):>8} "
+            f"{held.images_with_referrers:>6} {_bytes(held.bytes_stored):>10} {day.hits:>9.0f} {_ratio(day):>9} "
+            f"{week.hits:>8.0f} {_ratio(week):>8} "
             f"{_bytes(week.upstream_bytes):>10} {_bytes(week.served_bytes):>10}  {_when(held.last_pull)}"
         )
     lines.append(

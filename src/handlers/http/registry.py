@@ -22,12 +22,11 @@ from core.errors import (
     NameUnknown,
     PaginationNumberInvalid,
     RangeInvalid,
-    ReferrersUnsupported,
     RegistryError,
     Unauthorized,
     Unsupported,
 )
-from core.mediatypes import Accept
+from core.mediatypes import OCI_INDEX, Accept
 from core.paging import page
 from core.ports import BlobBody, LocalBlob, Redirect, SizeOnly, StreamedBlob
 from core.reference import is_valid_name
@@ -217,10 +216,20 @@ def create_app(
 
     @app.get("/v2/{name:path}/referrers/{digest}")
     async def referrers(request: Request) -> Response:
-        name = _routed(request)
-        authorize(request, name)
-        cache.rules.route(name)  # unknown names still get NAME_UNKNOWN
-        raise ReferrersUnsupported()
+        name, digest = _routed(request), request.path_params["digest"]
+        key = authorize(request, name)
+        artifact_type = request.query_params.get("artifactType") or None
+        served = cache.lookup_referrers(name, digest, artifact_type)
+        if served is None:
+            served = await from_upstream(request, key, name, lambda: cache.referrers(name, digest, artifact_type))
+        headers = {"Content-Type": OCI_INDEX, **API_VERSION_HEADERS}
+        if served.filtered:
+            headers["OCI-Filters-Applied"] = "artifactType"
+        if served.warning:
+            headers["Warning"] = f'299 - "{served.warning}"'
+        pull = served.pull
+        background = BackgroundTask(cache.record_pull, pull) if pull is not None else None
+        return _with_namespace(Response(served.data, headers=headers, background=background), request)
 
     @app.api_route("/v2/{path:path}", methods=[*PULL, *PUSH_AND_DELETE])
     async def other(request: Request) -> Response:

@@ -24,6 +24,7 @@ from core.digest import Digest
 from core.errors import NameUnknown, RegistryError, Unauthorized
 from core.images import describe
 from core.ports import BlobStore, Breakers, Lifecycle
+from core.referrers import artifact_types, referrers_tag
 from core.rules import Rule, RuleSource
 from core.stats import Report, RuleReport, report
 from core.usage import Traffic, UsageTotals
@@ -142,9 +143,13 @@ def status_router(
         view = describe(sources.blobs, parsed)
         if view is None:
             raise NameUnknown(f"{name}@{digest} is not cached")
-        tags = [tag.tag for tag in sources.records.repository_tags(route.scope, route.repository)
-                if str(tag.digest) == digest]  # fmt: skip
-        return page(request, "image.html", name=name, image=view, tags=tags)
+        repository_tags = sources.records.repository_tags(route.scope, route.repository)
+        tags = [tag.tag for tag in repository_tags if str(tag.digest) == digest]
+        listing = next((tag for tag in repository_tags if tag.tag == referrers_tag(parsed)), None)
+        stored_listing = sources.blobs.read(listing.digest) if listing is not None else None
+        referrers = artifact_types(stored_listing) if stored_listing is not None else None
+        return page(request, "image.html", name=name, image=view, tags=tags, referrers=referrers,
+                    referrers_index=listing.digest if listing is not None else None)  # fmt: skip
 
     @router.get("/metrics")
     def metrics(request: Request) -> Response:

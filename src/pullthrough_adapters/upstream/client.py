@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from urllib.parse import urlencode, urljoin, urlsplit
 
 import httpx
@@ -28,8 +28,9 @@ from core.errors import (
     TooManyRequests,
     Unavailable,
 )
-from core.mediatypes import UPSTREAM_ACCEPT
+from core.mediatypes import OCI_INDEX, UPSTREAM_ACCEPT, descriptors, parse_manifest
 from core.ports import RateLimit, TagPage, UpstreamBlob, UpstreamHead, UpstreamManifest
+from core.referrers import index_of
 from core.rules import Rule
 from pullthrough_adapters.upstream.addresses import AddressPolicy
 from pullthrough_adapters.upstream.auth import (
@@ -62,6 +63,10 @@ MAX_RETRY_AFTER_WAIT = 2.0  # a 503's Retry-After up to this is waited out; a lo
 MAX_RESUMES = 3
 # A body that brings fewer bytes than this per `timeout_seconds` has stalled (a drip-feed never times out a read).
 MIN_PROGRESS_BYTES = 64 << 10
+# An upstream without a referrers API (a 404, which the spec forbids one that has it) is not asked again for this
+# long; its referrers come from the tag schema meanwhile. A paged referrers answer is read this many pages deep.
+REFERRERS_API_RECHECK_SECONDS = 3600.0
+MAX_REFERRERS_PAGES = 16
 
 
 def default_http_client(
@@ -102,6 +107,7 @@ class RegistryClient:
         self._tokens = TokenCache()  # per rule: a token got with one rule's credentials is never another's
         self._challenges: dict[str, Challenge] = {}  # per host, so later requests authenticate up front
         self._timeout = timeout_seconds  # for an answer's headers, and the window a body must progress in
+        self._no_referrers_api_until = 0.0  # time.monotonic
 
     # -- the Upstream port ----------------------------------------------------------------------------------------
 
@@ -196,6 +202,39 @@ class RegistryClient:
             return TagPage(
                 [tag for tag in tags if isinstance(tag, str)], 'rel="next"' in response.headers.get("link", "")
             )
+
+    def referrers(self, repository: str, subject: Digest) -> UpstreamManifest | None:
+        if time.monotonic() < self._no_referrers_api_until:
+            return None
+        entries: list[dict[str, object]] = []
+        path: str | None = f"referrers/{subject}"
+        for _ in range(MAX_REFERRERS_PAGES):
+            if path is None:
+                break
+            with self._send("GET", repository, path, {"Accept": OCI_INDEX}) as response:
+                content_type = response.headers.get("content-type", "").split(";", 1)[0].strip()
+                if response.status_code == 404 or (response.is_success and content_type != OCI_INDEX):
+                    self._remember_no_referrers_api(response)
+                    return None
+                self._raise_for_status(response, NameUnknown)
+                try:
+                    page = parse_manifest(self._read_limited(response, MAX_MANIFEST_BYTES))
+                    entries += descriptors(page, "manifests")
+                except RegistryError as exc:
+                    raise Unavailable(f"upstream {self._home_host} sent an unreadable referrers index") from exc
+                path = _next_referrers_page(response, repository)
+        return UpstreamManifest(index_of(entries), OCI_INDEX, None)
+
+    def _remember_no_referrers_api(self, response: httpx.Response) -> None:
+        """An answer that says the upstream has no referrers API, remembered for a while; but a 404 naming the
+        repository unknown says only that, and is raised."""
+        if response.status_code == 404:
+            body = self._read_limited(response, 64 << 10)
+            with suppress(ValueError, AttributeError, TypeError, IndexError, KeyError):
+                if json.loads(body)["errors"][0]["code"] == NameUnknown.code:
+                    raise NameUnknown("upstream: the repository is unknown")
+        log.info("upstream %s has no referrers API: answering from the referrers tag schema", self._home_host)
+        self._no_referrers_api_until = time.monotonic() + REFERRERS_API_RECHECK_SECONDS
 
     # -- HTTP -----------------------------------------------------------------------------------------------------
 
@@ -365,6 +404,22 @@ class RegistryClient:
                     raise _Stalled()
                 window_start, window_bytes = now, 0
             yield chunk
+
+
+def _next_referrers_page(response: httpx.Response, repository: str) -> str | None:
+    """The next page's path below /v2/<repository>/, from a Link header; None on the last page, or when the link
+    leads anywhere else."""
+    link = response.links.get("next", {}).get("url")
+    if not link:
+        return None
+    here = str(response.url)
+    target = urlsplit(urljoin(here, link))
+    if target.netloc != urlsplit(here).netloc:
+        return None
+    prefix = f"/v2/{repository}/"
+    if not target.path.startswith(prefix + "referrers/"):
+        return None
+    return target.path[len(prefix) :] + (f"?{target.query}" if target.query else "")
 
 
 def _content_length(response: httpx.Response) -> int | None:

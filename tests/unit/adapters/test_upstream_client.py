@@ -362,3 +362,68 @@ def test_a_drip_fed_body_has_stalled_though_no_read_timed_out():
 def test_header_numbers_are_ascii_digits_or_nothing(value):
     client, _ = plain_client(lambda request: httpx.Response(200, headers={"content-length": value.encode()}))
     assert client.head_blob("library/app", BLOB_DIGEST) is None
+
+
+# -- the referrers API -------------------------------------------------------------------------------------------------
+
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+SUBJECT = Digest.of(b"subject")
+
+
+def referrer(number: int) -> dict[str, object]:
+    return {"mediaType": OCI_MANIFEST, "digest": str(Digest.of(b"%d" % number)), "size": number,
+            "artifactType": "application/example"}  # fmt: skip
+
+
+def test_a_paged_referrers_answer_is_read_whole():
+    pages = {None: ([referrer(1), referrer(2)], "2"), "2": ([referrer(3)], None)}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == f"/v2/library/app/referrers/{SUBJECT}"
+        entries, following = pages[request.url.params.get("last")]
+        headers = {"content-type": OCI_INDEX}
+        if following:
+            headers["link"] = f'</v2/library/app/referrers/{SUBJECT}?n=2&last={following}>; rel="next"'
+        return httpx.Response(200, json={"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries},
+                              headers=headers)  # fmt: skip
+
+    client, seen = plain_client(handler)
+    answer = client.referrers("library/app", SUBJECT)
+    assert answer is not None and answer.content_type == OCI_INDEX
+    assert json.loads(answer.data)["manifests"] == [referrer(1), referrer(2), referrer(3)]
+    assert len(seen) == 2
+
+
+@pytest.mark.parametrize(
+    "absent",
+    [httpx.Response(404, text="404 page not found\n"), httpx.Response(200, json={"tags": []})],
+    ids=["404 (distribution 2.8, Docker Hub)", "200 with something else"],
+)
+def test_an_upstream_without_the_referrers_api_is_remembered(absent: httpx.Response):
+    client, seen = plain_client(lambda request: absent)
+    assert client.referrers("library/app", SUBJECT) is None
+    assert client.referrers("library/other", SUBJECT) is None
+    assert len(seen) == 1  # asked once, then answered from the tag schema for an hour
+
+
+def test_a_repository_unknown_to_a_registry_with_the_api_says_nothing_of_the_api():
+    from core.errors import NameUnknown
+
+    unknown = {"errors": [{"code": "NAME_UNKNOWN", "message": "repository name not known to registry"}]}
+    client, seen = plain_client(lambda request: httpx.Response(404, json=unknown))
+    for _ in range(2):
+        with pytest.raises(NameUnknown):
+            client.referrers("library/nothing", SUBJECT)
+    assert len(seen) == 2
+
+
+def test_a_referrers_link_to_anywhere_else_is_not_followed():
+    elsewhere = '<https://elsewhere.example/v2/library/app/referrers/x>; rel="next"'
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [referrer(1)]},
+                              headers={"content-type": OCI_INDEX, "link": elsewhere})  # fmt: skip
+
+    client, seen = plain_client(handler)
+    answer = client.referrers("library/app", SUBJECT)
+    assert answer is not None and len(json.loads(answer.data)["manifests"]) == 1 and len(seen) == 1

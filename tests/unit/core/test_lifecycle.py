@@ -161,6 +161,31 @@ def test_the_referrers_of_live_digests_live_with_them(expiring, lifecycler, upst
         assert expiring._metadata.get_manifest("up", "library/signed", digest) is not None
 
 
+def test_signatures_live_and_expire_with_their_image_not_with_referrers_requests(expiring, lifecycler, upstream,
+                                                                                  clock):  # fmt: skip
+    """A policy controller asks the referrers of every image it admits, long after anyone pulled some of them: its
+    requests keep nothing alive; the image's own pulls keep its signatures, and their blobs."""
+    kept = upstream.add_image("library/signed", "v1", layer=b"kept")
+    gone = upstream.add_image("library/signed", "v2", layer=b"gone")
+    signatures = {subject: upstream.add_referrer("library/signed", subject, "application/vnd.example.sig", b"%s" %
+                                                 subject.encoded.encode()) for subject in (kept, gone)}  # fmt: skip
+    for tag, subject in (("v1", kept), ("v2", gone)):
+        expiring.manifest("up/library/signed", tag, ANY, with_body=True)
+        expiring.referrers("up/library/signed", str(subject), None)
+        expiring.manifest("up/library/signed", str(signatures[subject]), ANY, with_body=True)  # cosign verify
+    clock.advance(8 * DAY)
+    expiring.manifest("up/library/signed", "v1", ANY, with_body=False)
+    for subject in (kept, gone):
+        expiring.referrers("up/library/signed", str(subject), None)
+    clock.advance(1)
+    lifecycler.sweep()
+    metadata = expiring._metadata
+    assert metadata.get_manifest("up", "library/signed", signatures[kept]) is not None
+    assert metadata.get_tag("up", "library/signed", f"sha256-{kept.encoded}") is not None
+    assert metadata.get_manifest("up", "library/signed", signatures[gone]) is None
+    assert metadata.get_tag("up", "library/signed", f"sha256-{gone.encoded}") is None
+
+
 def test_a_dry_run_changes_nothing_and_says_the_same(expiring, upstream, clock, events):
     _, blobs = add_image(upstream, "library/gone", "v1", b"own")
     pull(expiring, "up/library/gone", "v1", blobs)

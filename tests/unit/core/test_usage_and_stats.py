@@ -132,8 +132,22 @@ def test_the_report_after_pulls_through_the_cache(cache: PullThroughCache, upstr
     made = report(cache.rules, cache._metadata, cache._metadata, cache._metadata, clock() + HOUR)
     (rule,) = [entry for entry in made.rules if entry.prefix == "up"]
     assert rule.inventory.repositories == 1 and rule.inventory.tags == 1 and rule.inventory.manifests == 1
-    assert rule.inventory.last_pull is not None
+    assert rule.inventory.last_pull is not None and rule.inventory.images_with_referrers == 0
     assert (rule.day.hits, rule.day.upstream_answered, rule.day.pulls) == (1, 1, 2)
     assert rule.most_pulled == [("up/library/app", 2)]
     assert rule.health.state == "up"
     assert made.to_dict()["rules"][0]["day"]["hit_ratio"] == 0.5  # type: ignore[index]
+
+
+def test_the_report_counts_the_images_whose_referrers_are_cached(cache: PullThroughCache, upstream: FakeUpstream,
+                                                                 clock: Clock):  # fmt: skip
+    signed, unsigned = upstream.add_image("library/app", "v1"), upstream.add_image("library/app", "v2", layer=b"2")
+    upstream.add_referrer("library/app", signed, "application/vnd.example.sig", b"signed")
+    upstream.add_image("library/app", f"sha256-{signed.encoded}.sig", layer=b"cosign's own tag")
+    for tag in ("v1", "v2", f"sha256-{signed.encoded}.sig"):
+        cache.manifest("up/library/app", tag, Accept.parse([]), with_body=False)
+    for subject in (signed, unsigned):
+        cache.referrers("up/library/app", str(subject), None)
+    made = report(cache.rules, cache._metadata, cache._metadata, cache._metadata, clock())
+    (rule,) = [entry for entry in made.rules if entry.prefix == "up"]
+    assert rule.inventory.images_with_referrers == 1 and rule.inventory.tags == 4
