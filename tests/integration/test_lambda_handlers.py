@@ -104,6 +104,42 @@ def test_manifest_get_is_byte_exact_text_with_registry_headers(handlers, seeded)
     assert headers["content-length"] == str(len(manifest))
 
 
+def test_behind_the_load_balancer_the_same_handler_answers_alb_events(handlers, seeded):
+    """Private mode: the internal load balancer's events (multi-value headers, no API Gateway context) get the same
+    answers, headers passed as they are."""
+    _, manifest = seeded
+    document = json.loads((EVENTS / "alb-manifest-get.json").read_text())
+    document["path"] = f"/v2/up/{REPOSITORY}/manifests/v1"
+    response = handlers["lambda_api"].handler(document, LocalContext())
+    assert response["statusCode"] == 200 and body(response) == manifest
+    headers = response["multiValueHeaders"]
+    assert headers["docker-content-digest"] == [str(Digest.of(manifest))]
+    assert headers["content-type"] == ["application/vnd.oci.image.manifest.v1+json"]
+    document["path"] = f"/v2/up/{REPOSITORY}/manifests/sha256:nope"
+    assert handlers["lambda_api"].handler(document, LocalContext())["statusCode"] == 400
+
+
+def test_behind_the_load_balancer_token_clients_are_sent_to_the_configured_url(handlers):
+    """An ALB event names no domain: in private mode the template sets PULLTHROUGH_PUBLIC_URL, and the challenge
+    (which the load balancer passes unchanged, unlike a REST API) names the token endpoint there."""
+    import dataclasses
+
+    import boto3
+
+    from handlers.composition.aws_http import registry_handler
+
+    secret = boto3.client("secretsmanager").create_secret(
+        Name="pullthrough-alb-test-keys", SecretString=json.dumps({"kid": "k1", "secret": "s" * 64})
+    )["ARN"]
+    settings = dataclasses.replace(AwsSettings.from_environment(), auth="token", signing_keys_secret=secret,
+                                   public_url="https://registry.internal.example.com")  # fmt: skip
+    document = json.loads((EVENTS / "alb-manifest-get.json").read_text())
+    response = registry_handler(settings)(document, LocalContext())
+    assert response["statusCode"] == 401
+    (challenge,) = response["multiValueHeaders"]["www-authenticate"]
+    assert challenge.startswith('Bearer realm="https://registry.internal.example.com/token",service=')
+
+
 def test_manifest_head_has_length_and_digest_and_no_body(handlers, seeded):
     _, manifest = seeded
     response = handlers["lambda_api"].handler(

@@ -81,6 +81,65 @@ def transformed(template: dict[str, Any]) -> dict[str, Any]:
         return transform(sam, {}, _NoManagedPolicies())  # type: ignore[no-any-return]
 
 
+def deployed(template: dict[str, Any], **parameters: str) -> dict[str, Any]:
+    """The template as CloudFormation would deploy it with these parameters (the others at their defaults): each
+    condition decided, resources whose condition is false gone, every Fn::If taken, AWS::NoValue dropped."""
+    values = {name: str(spec.get("Default", "")) for name, spec in template.get("Parameters", {}).items()}
+    unknown = set(parameters) - set(values)
+    assert not unknown, f"no such parameters: {unknown}"
+    values.update(parameters)
+    conditions: dict[str, bool] = {}
+
+    def value(node: Any) -> Any:
+        if isinstance(node, dict) and "Ref" in node and node["Ref"] in values:
+            return values[node["Ref"]]
+        return node
+
+    def decide(node: Any) -> bool:
+        (function, arguments), *_ = node.items()
+        if function == "Condition":
+            return condition(arguments)
+        if function == "Fn::Equals":
+            return bool(value(arguments[0]) == value(arguments[1]))
+        if function == "Fn::Not":
+            return not decide(arguments[0])
+        if function == "Fn::And":
+            return all(decide(argument) for argument in arguments)
+        if function == "Fn::Or":
+            return any(decide(argument) for argument in arguments)
+        raise AssertionError(f"condition function {function} not understood")
+
+    def condition(name: str) -> bool:
+        if name not in conditions:
+            conditions[name] = decide(template["Conditions"][name])
+        return conditions[name]
+
+    no_value = {"Ref": "AWS::NoValue"}
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            if set(node) == {"Fn::If"}:
+                name, when_true, when_false = node["Fn::If"]
+                return resolve(when_true if condition(name) else when_false)
+            return {key: resolved for key, item in node.items() if (resolved := resolve(item)) != no_value}
+        if isinstance(node, list):
+            return [resolved for item in node if (resolved := resolve(item)) != no_value]
+        return node
+
+    result = copy.deepcopy(template)
+    result["Resources"] = {name: resource for name, resource in result["Resources"].items()
+                           if "Condition" not in resource or condition(resource["Condition"])}  # fmt: skip
+    result["Outputs"] = {name: output for name, output in result.get("Outputs", {}).items()
+                         if "Condition" not in output or condition(output["Condition"])}  # fmt: skip
+    return resolve(result)  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="module")
+def by_default(transformed: dict[str, Any]) -> dict[str, Any]:
+    """What `sam deploy` with every parameter at its default creates."""
+    return deployed(transformed)
+
+
 def resources_of(template: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
     return {name: res for name, res in template["Resources"].items() if res["Type"] == kind}
 
@@ -123,8 +182,8 @@ def test_cfn_lint_finds_nothing_in_the_transformed_template(transformed: dict[st
 # --- (b) the SAM translation ---------------------------------------------------------------------------------------
 
 
-def test_http_api_serves_the_default_route_from_the_root(transformed: dict[str, Any]) -> None:
-    (api,) = resources_of(transformed, "AWS::ApiGatewayV2::Api").values()
+def test_http_api_serves_the_default_route_from_the_root(by_default: dict[str, Any]) -> None:
+    (api,) = resources_of(by_default, "AWS::ApiGatewayV2::Api").values()
     paths = api["Properties"]["Body"]["paths"]
     assert sorted(paths) == ["/$default", "/admin/{proxy+}"]
     integration = paths["/$default"]["x-amazon-apigateway-any-method"]["x-amazon-apigateway-integration"]
@@ -137,7 +196,7 @@ def test_http_api_serves_the_default_route_from_the_root(transformed: dict[str, 
     # SnapStart only applies to published versions: the integration must call the alias, not $LATEST.
     assert "${ApiFunctionAliaslive}" in integration["uri"]["Fn::Sub"]
 
-    (stage,) = resources_of(transformed, "AWS::ApiGatewayV2::Stage").values()
+    (stage,) = resources_of(by_default, "AWS::ApiGatewayV2::Stage").values()
     props = stage["Properties"]
     assert props["StageName"] == "$default"
     assert props["AutoDeploy"] is True
@@ -145,27 +204,35 @@ def test_http_api_serves_the_default_route_from_the_root(transformed: dict[str, 
     log_format = json.loads(props["AccessLogSettings"]["Format"])
     assert set(log_format) >= {"requestId", "ip", "method", "path", "status", "latency", "integrationError"}
     log_group = props["AccessLogSettings"]["DestinationArn"]["Fn::GetAtt"][0]
-    assert "RetentionInDays" in transformed["Resources"][log_group]["Properties"]
+    assert "RetentionInDays" in by_default["Resources"][log_group]["Properties"]
 
     permissions = [
-        p["Properties"]["FunctionName"] for p in resources_of(transformed, "AWS::Lambda::Permission").values()
+        p["Properties"]["FunctionName"] for p in resources_of(by_default, "AWS::Lambda::Permission").values()
     ]
     assert sorted(permissions, key=json.dumps) == [{"Ref": "AdminFunction"}, {"Ref": "ApiFunctionAliaslive"}]
 
 
+DOMAIN = {
+    "DomainName": "registry.example.com",
+    "HostedZoneId": "Z0123456789ABCDEFGHIJ",
+    "CertificateArn": "arn:aws:acm:us-east-1:123456789012:certificate/12345678-1234-1234-1234-123456789012",
+}
+PRIVATE = {"Exposure": "private", "VpcId": "vpc-0123456789abcdef0", "S3VpcEndpointId": "vpce-0123456789abcdef0",
+           "SubnetIds": "subnet-0123456789abcdef0,subnet-0fedcba9876543210"}  # fmt: skip
+
+
 def test_custom_domain_is_conditional_and_mapped_at_the_root(transformed: dict[str, Any]) -> None:
-    (domain,) = resources_of(transformed, "AWS::ApiGatewayV2::DomainName").values()
-    (mapping,) = resources_of(transformed, "AWS::ApiGatewayV2::ApiMapping").values()
-    (record,) = resources_of(transformed, "AWS::Route53::RecordSet").values()
-    assert domain["Condition"] == mapping["Condition"] == "HasCustomDomain"
-    assert record["Condition"] == "HasDnsRecord"
+    assert resources_of(deployed(transformed), "AWS::ApiGatewayV2::DomainName") == {}
+    public = deployed(transformed, **DOMAIN)
+    (domain,) = resources_of(public, "AWS::ApiGatewayV2::DomainName").values()
+    (mapping,) = resources_of(public, "AWS::ApiGatewayV2::ApiMapping").values()
+    (record,) = resources_of(public, "AWS::Route53::RecordSet").values()
     assert domain["Properties"]["DomainNameConfigurations"][0]["EndpointType"] == "REGIONAL"
     assert "ApiMappingKey" not in mapping["Properties"]
     assert mapping["Properties"]["Stage"] == {"Ref": "HttpApiApiGatewayDefaultStage"}
-    conditions = json.dumps(transformed["Conditions"])
-    for parameter in ("DomainName", "CertificateArn", "HostedZoneId"):
+    assert record["Properties"]["AliasTarget"]["DNSName"] == {"Fn::GetAtt": ["CustomDomain", "RegionalDomainName"]}
+    for parameter in DOMAIN:
         assert transformed["Parameters"][parameter]["Default"] == ""
-        assert f'{{"Ref": "{parameter}"}}' in conditions
 
 
 def test_functions_are_arm64_traced_with_logs_and_sized_for_their_job(transformed: dict[str, Any]) -> None:
@@ -224,13 +291,13 @@ def test_the_live_alias_gets_a_new_version_when_a_parameter_changes(template: di
     # version with the old environment; the version description carries every parameter the environment uses.
     environment = json.dumps(template["Globals"]["Function"]["Environment"])
     used = set(re.findall(r'"Ref": "([A-Za-z0-9]+)"', environment)) & set(template["Parameters"])
-    description = template["Resources"]["ApiFunction"]["Properties"]["VersionDescription"]["Fn::Sub"]
+    description = json.dumps(template["Resources"]["ApiFunction"]["Properties"]["VersionDescription"]["Fn::Sub"])
     assert used
     assert {parameter for parameter in used if f"${{{parameter}}}" not in description} == set()
 
 
-def test_table_is_on_demand_encrypted_recoverable_with_ttl(transformed: dict[str, Any]) -> None:
-    (table,) = resources_of(transformed, "AWS::DynamoDB::Table").values()
+def test_table_is_on_demand_encrypted_recoverable_with_ttl(by_default: dict[str, Any]) -> None:
+    (table,) = resources_of(by_default, "AWS::DynamoDB::Table").values()
     props = table["Properties"]
     assert table["DeletionPolicy"] == table["UpdateReplacePolicy"] == "Retain"
     assert props["BillingMode"] == "PAY_PER_REQUEST"
@@ -241,19 +308,19 @@ def test_table_is_on_demand_encrypted_recoverable_with_ttl(transformed: dict[str
     assert props["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
 
 
-def test_bucket_is_private_encrypted_tls_only_and_cleans_up_uploads(transformed: dict[str, Any]) -> None:
-    (bucket,) = resources_of(transformed, "AWS::S3::Bucket").values()
+def test_bucket_is_private_encrypted_tls_only_and_cleans_up_uploads(by_default: dict[str, Any]) -> None:
+    (bucket,) = resources_of(by_default, "AWS::S3::Bucket").values()
     props = bucket["Properties"]
     assert bucket["DeletionPolicy"] == "Retain"
     assert set(props["PublicAccessBlockConfiguration"].values()) == {True}
     assert len(props["PublicAccessBlockConfiguration"]) == 4
     assert props["OwnershipControls"]["Rules"] == [{"ObjectOwnership": "BucketOwnerEnforced"}]
     (encryption,) = props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
-    assert encryption["ServerSideEncryptionByDefault"]["SSEAlgorithm"] in {"AES256", "aws:kms"}
+    assert encryption == {"ServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}, "BucketKeyEnabled": True}
     rules = props["LifecycleConfiguration"]["Rules"]
     assert {"DaysAfterInitiation": 1} in [rule.get("AbortIncompleteMultipartUpload") for rule in rules]
 
-    (policy,) = resources_of(transformed, "AWS::S3::BucketPolicy").values()
+    (policy,) = resources_of(by_default, "AWS::S3::BucketPolicy").values()
     (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
     assert statement["Effect"] == "Deny"
     assert statement["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
@@ -303,13 +370,19 @@ def test_scheduler_input_has_the_shape_of_the_sample_event(transformed: dict[str
 
 
 def test_outputs_tell_users_where_the_registry_is(transformed: dict[str, Any]) -> None:
-    outputs = transformed["Outputs"]
+    def output(name: str, **parameters: str) -> Any:
+        return deployed(transformed, **parameters)["Outputs"][name]["Value"]
+
+    outputs = deployed(transformed)["Outputs"]
     assert {"RegistryUrl", "RegistryHost", "TableName", "BucketName"} <= set(outputs)
     assert {f"{name}Name" for name in FUNCTIONS} <= set(outputs)
-    default_url = outputs["RegistryUrl"]["Value"]["Fn::If"][2]["Fn::Sub"]
-    assert default_url == "https://${HttpApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}"
-    assert outputs["RegistryHost"]["Value"]["Fn::If"][2]["Fn::Sub"] == default_url.removeprefix("https://")
-    assert outputs["RegistryUrl"]["Value"]["Fn::If"][0] == "HasCustomDomain"
+    default_url = "https://${HttpApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}"
+    assert output("RegistryUrl") == {"Fn::Sub": default_url}
+    assert output("RegistryHost") == {"Fn::Sub": default_url.removeprefix("https://")}
+    assert output("RegistryUrl", **DOMAIN) == {"Fn::Sub": "https://${DomainName}"}
+    assert output("RegistryUrl", **PRIVATE, **DOMAIN) == {"Fn::Sub": "https://${DomainName}"}
+    assert output("RegistryUrl", **PRIVATE) == {"Fn::Sub": "http://${LoadBalancer.DNSName}"}
+    assert output("RegistryHost", **PRIVATE) == {"Fn::GetAtt": ["LoadBalancer", "DNSName"]}
 
 
 # --- (c) every handler imports --------------------------------------------------------------------------------------
@@ -445,9 +518,9 @@ def _bucket_object_arns(template: dict[str, Any]) -> set[str]:
     return {f"${{{name}.Arn}}/*" for name in resources_of(template, "AWS::S3::Bucket")}
 
 
-def test_no_allow_statement_uses_wildcards(transformed: dict[str, Any]) -> None:
-    object_arns = _bucket_object_arns(transformed)
-    statements = list(_statements(transformed["Resources"]))
+def test_no_allow_statement_uses_wildcards(by_default: dict[str, Any]) -> None:
+    object_arns = _bucket_object_arns(by_default)
+    statements = list(_statements(by_default["Resources"]))
     assert len(statements) > 10
     problems = []
     for where, statement in statements:
@@ -468,10 +541,10 @@ def test_no_allow_statement_uses_wildcards(transformed: dict[str, Any]) -> None:
             if isinstance(text, str) and "*" in text and text not in object_arns | {CREDENTIALS_SECRETS}:
                 problems.append(f"{where}: resource {text}")
     assert problems == []
-    assert '"Resource": "*"' not in json.dumps(transformed)
+    assert '"Resource": "*"' not in json.dumps(by_default)
 
 
-def test_each_function_role_grants_only_what_its_function_does(transformed: dict[str, Any]) -> None:
+def test_each_function_role_grants_only_what_its_function_does(by_default: dict[str, Any]) -> None:
     table = {"Fn::GetAtt": ["Table", "Arn"]}
     objects = {"Fn::Sub": "${Bucket.Arn}/*"}
     bucket = {"Fn::GetAtt": ["Bucket", "Arn"]}
@@ -508,7 +581,7 @@ def test_each_function_role_grants_only_what_its_function_does(transformed: dict
         | {("s3:ListBucket", json.dumps(bucket)), ("events:PutEvents", json.dumps(default_bus))},
     }
     for role_name, grants in expected.items():
-        role = transformed["Resources"][role_name]["Properties"]
+        role = by_default["Resources"][role_name]["Properties"]
         assert set(role["ManagedPolicyArns"]) == SAM_MANAGED_POLICIES, role_name
         actual = {
             (action, json.dumps(resource))
@@ -519,6 +592,138 @@ def test_each_function_role_grants_only_what_its_function_does(transformed: dict
             for resource in _as_list(statement["Resource"])
         }
         assert actual == grants, role_name
+
+
+KMS_KEY = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+# The deployment options, each as `sam deploy --parameter-overrides` would give them.
+MODES: dict[str, dict[str, str]] = {
+    "default": {},
+    "customer-managed key": {"KmsKeyArn": KMS_KEY},
+    "private": PRIVATE,
+    "private, own domain and key": {**PRIVATE, **DOMAIN, "KmsKeyArn": KMS_KEY},
+}
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_every_mode_keeps_iam_free_of_wildcards(transformed: dict[str, Any], mode: str) -> None:
+    test_no_allow_statement_uses_wildcards(deployed(transformed, **MODES[mode]))
+
+
+def test_private_mode_has_no_internet_front_door_only_an_internal_load_balancer(transformed: dict[str, Any]) -> None:
+    public, private, private_tls = (
+        deployed(transformed),
+        deployed(transformed, **PRIVATE),
+        deployed(transformed, **PRIVATE, **DOMAIN),
+    )
+
+    def endpoint_disabled(template: dict[str, Any]) -> Any:
+        (server,) = template["Resources"]["HttpApi"]["Properties"]["Body"]["servers"]
+        return server["x-amazon-apigateway-endpoint-configuration"]["disableExecuteApiEndpoint"]
+
+    # The HTTP API keeps its routes (what `sam local start-api` serves) but no endpoint, and no custom domain.
+    assert endpoint_disabled(public) is False and endpoint_disabled(private) is True
+    assert resources_of(private_tls, "AWS::ApiGatewayV2::DomainName") == {}
+    load_balancing = ("AWS::ElasticLoadBalancingV2::LoadBalancer", "AWS::ElasticLoadBalancingV2::Listener",
+                      "AWS::ElasticLoadBalancingV2::TargetGroup", "AWS::EC2::SecurityGroup")  # fmt: skip
+    assert all(resources_of(public, kind) == {} for kind in load_balancing)
+
+    (balancer,) = resources_of(private, "AWS::ElasticLoadBalancingV2::LoadBalancer").values()
+    assert balancer["Properties"]["Scheme"] == "internal" and balancer["Properties"]["Type"] == "application"
+    assert balancer["Properties"]["Subnets"] == {"Ref": "SubnetIds"}
+    (group,) = resources_of(private, "AWS::EC2::SecurityGroup").values()
+    (ingress,) = group["Properties"]["SecurityGroupIngress"]
+    assert (ingress["CidrIp"], ingress["FromPort"], ingress["ToPort"]) == ({"Ref": "ClientCidr"}, 80, 80)
+    (ingress,) = resources_of(private_tls, "AWS::EC2::SecurityGroup")["LoadBalancerSecurityGroup"]["Properties"][
+        "SecurityGroupIngress"]  # fmt: skip
+    assert (ingress["FromPort"], ingress["ToPort"]) == (443, 443)
+    (listener,) = resources_of(private, "AWS::ElasticLoadBalancingV2::Listener").values()
+    assert (listener["Properties"]["Protocol"], listener["Properties"]["Port"]) == ("HTTP", 80)
+    (listener,) = resources_of(private_tls, "AWS::ElasticLoadBalancingV2::Listener").values()
+    assert (listener["Properties"]["Protocol"], listener["Properties"]["Port"]) == ("HTTPS", 443)
+    assert listener["Properties"]["Certificates"] == [{"CertificateArn": {"Ref": "CertificateArn"}}]
+    assert listener["Properties"]["SslPolicy"].startswith("ELBSecurityPolicy-TLS13")
+
+    # The load balancer invokes the live alias (SnapStart), with repeated query parameters and headers whole.
+    (targets,) = resources_of(private, "AWS::ElasticLoadBalancingV2::TargetGroup").values()
+    assert targets["Properties"]["TargetType"] == "lambda"
+    assert targets["Properties"]["Targets"] == [{"Id": {"Ref": "ApiFunctionAliaslive"}}]
+    assert {"Key": "lambda.multi_value_headers.enabled", "Value": "true"} in targets["Properties"][
+        "TargetGroupAttributes"]  # fmt: skip
+    (permission,) = [permission for permission in resources_of(private, "AWS::Lambda::Permission").values()
+                     if permission["Properties"]["Principal"] == "elasticloadbalancing.amazonaws.com"]  # fmt: skip
+    assert permission["Properties"]["FunctionName"] == {"Ref": "ApiFunctionAliaslive"}
+    assert ":targetgroup/pullthrough-${StackId}/*" in permission["Properties"]["SourceArn"]["Fn::Sub"][0]
+
+    # Behind the load balancer the token realm is the configured URL (an ALB event names no domain).
+    def public_url(template: dict[str, Any]) -> Any:
+        return template["Resources"]["ApiFunction"]["Properties"]["Environment"]["Variables"]["PULLTHROUGH_PUBLIC_URL"]
+
+    assert public_url(public) == ""
+    assert public_url(private) == {"Fn::Sub": "http://${LoadBalancer.DNSName}"}
+    assert public_url(private_tls) == {"Fn::Sub": "https://${DomainName}"}
+    (record,) = resources_of(private_tls, "AWS::Route53::RecordSet").values()
+    assert record["Properties"]["AliasTarget"]["DNSName"] == {"Fn::GetAtt": ["LoadBalancer", "DNSName"]}
+
+    # The functions stay outside the VPC: they reach the upstream registries with no NAT gateway.
+    assert all("VpcConfig" not in function["Properties"]
+               for function in resources_of(private, "AWS::Lambda::Function").values())  # fmt: skip
+    assert resources_of(private, "AWS::EC2::NatGateway") == {}
+
+
+def test_private_mode_serves_presigned_urls_only_through_the_vpc_endpoint(transformed: dict[str, Any]) -> None:
+    def statements(template: dict[str, Any]) -> dict[str, Any]:
+        (policy,) = resources_of(template, "AWS::S3::BucketPolicy").values()
+        return {statement["Sid"]: statement for statement in policy["Properties"]["PolicyDocument"]["Statement"]}
+
+    assert set(statements(deployed(transformed))) == {"DenyInsecureTransport"}
+    private = statements(deployed(transformed, **PRIVATE))["PresignedOnlyThroughTheVpcEndpoint"]
+    assert private["Effect"] == "Deny" and private["Action"] == "s3:GetObject"  # GET and HEAD
+    # query-string authentication is what a presigned URL is: the functions' own calls sign headers
+    assert private["Condition"] == {"StringEquals": {"s3:authType": "REST-QUERY-STRING"},
+                                    "StringNotEquals": {"aws:SourceVpce": {"Ref": "S3VpcEndpointId"}}}  # fmt: skip
+
+
+def _kms_grants(template: dict[str, Any]) -> dict[str, tuple[set[str], set[str]]]:
+    """Per role: the KMS actions it is allowed, and the services (kms:ViaService) it may use them through."""
+    grants = {}
+    for name, role in resources_of(template, "AWS::IAM::Role").items():
+        for policy in role["Properties"].get("Policies", []):
+            for statement in policy["PolicyDocument"]["Statement"]:
+                actions = {action for action in _as_list(statement["Action"]) if action.startswith("kms:")}
+                if actions:
+                    assert statement["Resource"] == {"Ref": "KmsKeyArn"}, name
+                    via = statement["Condition"]["StringEquals"]["kms:ViaService"]
+                    grants[name] = (actions, {entry["Fn::Sub"].split(".")[0] for entry in via})
+    return grants
+
+
+def test_a_customer_managed_key_encrypts_bytes_records_and_signing_keys(transformed: dict[str, Any]) -> None:
+    own_key = deployed(transformed, KmsKeyArn=KMS_KEY)
+    (bucket,) = resources_of(own_key, "AWS::S3::Bucket").values()
+    (encryption,) = bucket["Properties"]["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert encryption == {
+        "ServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": {"Ref": "KmsKeyArn"}},
+        "BucketKeyEnabled": True,  # one KMS request per data key period, not per object
+    }
+    (table,) = resources_of(own_key, "AWS::DynamoDB::Table").values()
+    assert table["Properties"]["SSESpecification"] == {
+        "SSEEnabled": True, "SSEType": "KMS", "KMSMasterKeyId": {"Ref": "KmsKeyArn"},
+    }  # fmt: skip
+    (secret,) = resources_of(own_key, "AWS::SecretsManager::Secret").values()
+    assert secret["Properties"]["KmsKeyId"] == {"Ref": "KmsKeyArn"}
+    # A presigned GET is authorised with the signer's permissions: the API role decrypts for every client.
+    read_write = {"kms:Decrypt", "kms:GenerateDataKey"}
+    assert _kms_grants(own_key) == {
+        "ApiFunctionRole": (read_write, {"s3", "secretsmanager"}),
+        "FillFunctionRole": (read_write, {"s3"}),
+        "RefreshFunctionRole": (read_write, {"s3"}),
+        "SweepFunctionRole": ({"kms:Decrypt"}, {"s3"}),  # reads manifests; deleting needs no key
+    }  # the admin function touches no cached content
+
+    by_default = deployed(transformed)
+    assert _kms_grants(by_default) == {}
+    (secret,) = resources_of(by_default, "AWS::SecretsManager::Secret").values()
+    assert "KmsKeyId" not in secret["Properties"]
 
 
 # --- (e) sample events ----------------------------------------------------------------------------------------------
@@ -570,8 +775,22 @@ def test_scheduled_refresh_event_is_an_eventbridge_scheduler_event() -> None:
     assert re.fullmatch(r"arn:aws:scheduler:[a-z0-9-]+:\d{12}:schedule/[^/]+/.+", event["resources"][0])
 
 
+def test_load_balancer_event_is_what_a_multi_value_lambda_target_receives() -> None:
+    """Private mode's front door: an ALB event, with multi-value headers and query parameters (the target group's
+    lambda.multi_value_headers.enabled), no domain name in its context."""
+    event = json.loads((EVENTS / "alb-manifest-get.json").read_text())
+    assert set(event["requestContext"]) == {"elb"}
+    assert re.fullmatch(r"arn:aws:elasticloadbalancing:[a-z0-9-]+:\d{12}:targetgroup/pullthrough-[0-9a-f]{8}/[0-9a-f]+",
+                        event["requestContext"]["elb"]["targetGroupArn"])  # fmt: skip
+    assert event["httpMethod"] == "GET" and event["path"] == "/v2/up/library/single-oci/manifests/v1"
+    assert "headers" not in event and "queryStringParameters" not in event
+    assert all(isinstance(values, list) for values in event["multiValueHeaders"].values())
+    assert isinstance(event["multiValueQueryStringParameters"], dict)
+
+
 def test_every_event_file_is_checked() -> None:
-    assert {path.name for path in EVENTS.glob("*.json")} == {*API_EVENTS, "scheduled-refresh.json"}
+    checked = {*API_EVENTS, "scheduled-refresh.json", "alb-manifest-get.json"}
+    assert {path.name for path in EVENTS.glob("*.json")} == checked
 
 
 # --- samconfig.toml and src/requirements.txt ----------------------------------------------------------------------
