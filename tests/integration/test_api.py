@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from fastapi.testclient import TestClient
@@ -220,6 +221,11 @@ def test_content_deleted_behind_the_cache_is_fetched_again(client, upstream, ima
 def test_a_blob_deleted_between_its_lookup_and_its_answer_is_filled_again(client, cache, upstream, image, tmp_path):
     """The lifecycle may delete a file in the instant after a request found it: the request fills it again."""
     client.get(f"/v2/up/library/app/blobs/{image['layer']}")
+    # The client has its bytes before the fill has recorded and let go of the blob; a request that joined that fill
+    # after the deletion below would find the file it just stored gone (the lifecycle never deletes one that young).
+    deadline = time.monotonic() + 10
+    while cache._filler._fills and time.monotonic() < deadline:
+        time.sleep(0.01)
     encoded = image["layer"].split(":")[1]
     path = tmp_path / "data" / "blobs" / "sha256" / encoded[:2] / encoded
     found = cache.lookup_blob
