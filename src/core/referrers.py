@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
+from typing import Any
 
 from core.digest import Digest
 from core.errors import RegistryError
@@ -40,21 +42,24 @@ def subject_of(tag: str) -> Digest | None:
     return Digest("sha256", match.group(1)) if match is not None else None
 
 
+def listed(stored: bytes | None) -> list[dict[str, Any]]:
+    """The descriptors a stored referrers index lists (None, or an upstream's malformed index: none)."""
+    try:
+        return descriptors(parse_manifest(stored), "manifests") if stored is not None else []
+    except RegistryError:
+        return []
+
+
 def referrers_index(stored: bytes | None, artifact_type: str | None = None) -> bytes:
-    """The referrers API's answer from a stored referrers index (None: there are no referrers): always a valid OCI
-    image index, holding the descriptors of `artifact_type` only when one is given."""
-    entries: list[dict[str, object]] = []
-    if stored is not None:
-        try:
-            entries = descriptors(parse_manifest(stored), "manifests")
-        except RegistryError:  # an upstream's malformed index lists nothing
-            entries = []
+    """The referrers API's answer from a stored referrers index: always a valid OCI image index, holding the
+    descriptors of `artifact_type` only when one is given."""
+    entries = listed(stored)
     if artifact_type:
         entries = [entry for entry in entries if entry.get("artifactType") == artifact_type]
     return index_of(entries)
 
 
-def index_of(entries: list[dict[str, object]]) -> bytes:
+def index_of(entries: list[dict[str, Any]]) -> bytes:
     """An OCI image index of these descriptors, as compact JSON."""
     document = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}
     return json.dumps(document, separators=(",", ":")).encode()
@@ -62,8 +67,5 @@ def index_of(entries: list[dict[str, object]]) -> bytes:
 
 def artifact_types(stored: bytes) -> dict[str, int]:
     """How many referrers of each artifact type a stored referrers index lists (what the status page shows)."""
-    counts: dict[str, int] = {}
-    for entry in json.loads(referrers_index(stored))["manifests"]:
-        kind = str(entry.get("artifactType") or "unknown")
-        counts[kind] = counts.get(kind, 0) + 1
+    counts = Counter(str(entry.get("artifactType") or "unknown") for entry in listed(stored))
     return dict(sorted(counts.items()))

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from typing import Any
 from urllib.parse import urlencode, urljoin, urlsplit
 
 import httpx
@@ -206,7 +207,7 @@ class RegistryClient:
     def referrers(self, repository: str, subject: Digest) -> UpstreamManifest | None:
         if time.monotonic() < self._no_referrers_api_until:
             return None
-        entries: list[dict[str, object]] = []
+        entries: list[dict[str, Any]] = []
         path: str | None = f"referrers/{subject}"
         for _ in range(MAX_REFERRERS_PAGES):
             if path is None:
