@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.support import proc
 from tests.support.clients import skopeo_copy, verify_dir_digests
-from tests.support.images import OCI_MANIFEST, TestImage, make_big_blob_image, push_test_images
+from tests.support.images import OCI_INDEX, OCI_MANIFEST, TestImage, make_big_blob_image, push_test_images
 from tests.support.moto import MotoServer
 from tests.support.ports import free_port, wait_for_http
 from tests.support.pullthrough import PullthroughServer
@@ -215,6 +215,16 @@ def measure_rates(subject: Subject, image: TestImage, upstream: DistributionRegi
         rows.setdefault(f"warm manifest req/s {label} ({args.connections} conn.)", {})[subject.name] = f"{rate:,.0f}"
         rows.setdefault(f"  upstream requests during that run ({label})", {})[subject.name] = f"{requests:,}"
         figures.setdefault(f"req/s {label}", {})[subject.name] = rate
+    # The referrers of the image (none here: an empty index, cached like a tag); distribution 2.8 answers 404.
+    label = f"warm referrers req/s ({args.connections} conn.)"
+    referrers = f"http://{subject.host}/v2/{'/'.join(p for p in (subject.prefix, image.repository) if p)}/referrers"
+    if httpx.get(f"{referrers}/{image.digest}").status_code != 200:
+        rows.setdefault(label, {})[subject.name] = "404 (no referrers API)"
+        return
+    mark = upstream.mark()
+    rate = wrk(f"{referrers}/{image.digest}", OCI_INDEX, args.seconds, args.connections)
+    requests, _ = summarize(upstream.requests_since(mark))
+    rows.setdefault(label, {})[subject.name] = f"{rate:,.0f} ({requests} upstream requests)"
 
 
 def floor_rates(work: Path, upstream: DistributionRegistry, image: TestImage, args: argparse.Namespace,

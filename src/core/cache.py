@@ -22,6 +22,7 @@ from core.errors import (
 from core.filling import store_bytes
 from core.mediatypes import (
     INDEX_TYPES,
+    OCI_INDEX,
     Accept,
     Manifest,
     blob_sizes,
@@ -45,12 +46,11 @@ from core.ports import (
     SizeOnly,
     TagRecord,
     Upstream,
-    UpstreamManifest,
     Upstreams,
 )
 from core.recent_manifests import RecentManifests
 from core.reference import Reference, is_valid_tag
-from core.referrers import referrers_index, referrers_tag, subject_of
+from core.referrers import NO_REFERRERS, referrers_index, referrers_tag, subject_of
 from core.rules import Route, RuleSet, RuleSource
 from core.singleflight import SingleFlight
 
@@ -340,7 +340,12 @@ class PullThroughCache:
         subject = subject_of(tag)
         answer = upstream.referrers(route.repository, subject) if subject is not None else None
         if answer is not None:
-            record, outcome = self._referrers_record(route, answer, cached)
+            record, outcome = self._referrers_record(route, answer.data, answer.content_type, cached)
+        elif subject is not None:
+            try:
+                record, outcome = self._tag_record(route, upstream, tag, cached, pulled=pulled)
+            except ManifestUnknown:  # no referrers (yet): an answer too, kept like any other for the TTL
+                record, outcome = self._referrers_record(route, NO_REFERRERS, OCI_INDEX, cached)
         else:
             record, outcome = self._tag_record(route, upstream, tag, cached, pulled=pulled)
         if pulled:  # a client's request (a refresh counts its own outcomes)
@@ -369,13 +374,13 @@ class PullThroughCache:
         return self._store_manifest(route, fetched.data, fetched.content_type, expected), counts.TAG_MISS
 
     def _referrers_record(
-        self, route: Route, answer: UpstreamManifest, cached: TagRecord | None
+        self, route: Route, index: bytes, content_type: str | None, cached: TagRecord | None
     ) -> tuple[ManifestRecord, str]:
-        """The upstream's referrers answer, stored as the index it is: unchanged, only its confirmation is new."""
-        digest = Digest.of(answer.data)
+        """A referrers answer, stored as the index it is: unchanged, only its confirmation is new."""
+        digest = Digest.of(index)
         if cached is not None and cached.manifest.digest == digest:
             return cached.manifest, counts.TAG_REVALIDATED
-        return self._store_manifest(route, answer.data, answer.content_type, digest), counts.TAG_MISS
+        return self._store_manifest(route, index, content_type, digest), counts.TAG_MISS
 
     def _keep_last_pulls_for_clients(self, route: Route, digest: Digest, rate_limit: RateLimit | None) -> None:
         """A refresh about to GET a manifest (a pull, to Docker Hub) stops when the upstream allows only a few more."""
@@ -518,7 +523,7 @@ class PullThroughCache:
             if data is None:  # the record outlived its bytes, which the upstream may have made for this answer only
                 record = self._revalidate_once(route, tag, None, self._clock(), pulled=True)
                 data, warning = self._read_manifest(route, record), None
-        except (ManifestUnknown, NameUnknown):  # no referrers tag, and no referrers API that knows the subject
+        except (ManifestUnknown, NameUnknown):  # a repository the upstream does not know; a sha512 subject's none
             data, warning = None, None
         return ServedReferrers(referrers_index(data, artifact_type), bool(artifact_type), warning)
 

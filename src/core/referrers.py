@@ -30,10 +30,11 @@ def referrers_tag(subject: Digest) -> str:
     return _NOT_IN_TAGS.sub("-", f"{subject.algorithm[:32]}-{subject.encoded[:64]}")
 
 
-def is_referrers_tag(tag: str) -> bool:
-    """Whether the tag is a referrers index of the schema (cosign's `.sig`, `.att` and `.sbom` tags are not)."""
+def lists_referrers(tag: str, digest: Digest) -> bool:
+    """Whether the tag is a referrers index of the schema (cosign's `.sig`, `.att` and `.sbom` tags are not) that
+    lists some: a subject without referrers has the empty index, cached like any answer."""
     match = SCHEMA_TAG.match(tag)
-    return match is not None and match.group(3) is None
+    return match is not None and match.group(3) is None and digest != NO_REFERRERS_DIGEST
 
 
 def subject_of(tag: str) -> Digest | None:
@@ -69,3 +70,7 @@ def artifact_types(stored: bytes) -> dict[str, int]:
     """How many referrers of each artifact type a stored referrers index lists (what the status page shows)."""
     counts = Counter(str(entry.get("artifactType") or "unknown") for entry in listed(stored))
     return dict(sorted(counts.items()))
+
+
+NO_REFERRERS = referrers_index(None)
+NO_REFERRERS_DIGEST = Digest.of(NO_REFERRERS)

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 from core.ports import MANIFEST, Breakers, Lifecycle, cursor_of
-from core.referrers import is_referrers_tag
+from core.referrers import lists_referrers
 from core.rules import Rule, RuleSet
 from core.usage import Traffic, UsageKey, UsageTotals, hour_of, most_pulled, traffic
 
@@ -97,7 +97,7 @@ def inventory(store: Lifecycle, scope: str) -> Inventory:
         content = store.repository_content(scope, name)
         repositories_ += 1
         tags += len(repository_tags)
-        referred += sum(1 for tag in repository_tags if is_referrers_tag(tag.tag))
+        referred += sum(1 for tag in repository_tags if lists_referrers(tag.tag, tag.digest))
         manifests += sum(1 for entry in content if entry.kind == MANIFEST)
         blobs += sum(1 for entry in content if entry.kind != MANIFEST)
         stored += sum(entry.size for entry in content)

@@ -51,11 +51,23 @@ def test_the_referrers_of_a_subject_are_listed_and_filtered(cache: PullThroughCa
     assert listed(cache.referrers(NAME, str(subject), "application/unknown").data) == {}
 
 
-def test_a_subject_without_referrers_gets_an_empty_index(cache: PullThroughCache, upstream: FakeUpstream):
+def test_a_subject_without_referrers_gets_an_empty_index_kept_like_any_answer(
+    cache: PullThroughCache, upstream: FakeUpstream, clock: Clock
+):
+    """An unsigned image is what an admission controller asks about most: within the TTL that is a hit, asking the
+    upstream nothing (and charging no client's miss budget); after it, one request finds a new signature."""
     subject = upstream.add_image(REPOSITORY, "v1")
     assert listed(cache.referrers(NAME, str(subject), None).data) == {}
     unknown = Digest.of(b"no such manifest")
     assert listed(cache.referrers(NAME, str(unknown), None).data) == {}
+
+    upstream.calls.clear()
+    hit = cache.lookup_referrers(NAME, str(subject), None)
+    assert hit is not None and listed(hit.data) == {}
+    signature = upstream.add_referrer(REPOSITORY, subject, SIGNATURE, b"signed later")
+    assert listed(cache.referrers(NAME, str(subject), None).data) == {} and upstream.calls == {}
+    clock.advance(TTL + 1)
+    assert listed(cache.referrers(NAME, str(subject), None).data) == {str(signature): SIGNATURE}
 
 
 def test_an_answer_is_kept_for_the_rules_tag_ttl(cache: PullThroughCache, upstream: FakeUpstream, clock: Clock):
@@ -101,8 +113,18 @@ def test_the_cached_answer_is_served_stale_while_the_upstream_fails(
     assert listed(stale.data) == {str(signature): SIGNATURE}
     assert stale.warning is not None and "UNAVAILABLE" in stale.warning
     # with nothing cached there is nothing to serve: the client is told to retry, not told "no referrers"
+    never_asked = upstream.add_image(REPOSITORY, "v2", layer=b"other")
     with pytest.raises(Unavailable):
-        cache.referrers(NAME, str(upstream.add_image(REPOSITORY, "v2", layer=b"other")), None)
+        cache.referrers(NAME, str(never_asked), None)
+
+
+def test_no_referrers_is_served_stale_too(cache: PullThroughCache, upstream: FakeUpstream, clock: Clock):
+    subject = upstream.add_image(REPOSITORY, "v1")
+    cache.referrers(NAME, str(subject), None)
+    clock.advance(TTL + 1)
+    upstream.failure = Unavailable("down")
+    stale = cache.referrers(NAME, str(subject), None)
+    assert listed(stale.data) == {} and stale.warning is not None
 
 
 def test_referrer_manifests_and_their_blobs_pull_through(cache: PullThroughCache, upstream: FakeUpstream):
@@ -140,6 +162,21 @@ def test_the_refresh_keeps_the_referrers_of_refreshed_tags_fresh(
     upstream.calls.clear()
     hit = cache.lookup_referrers(NAME, str(subject), None)
     assert hit is not None and listed(hit.data) == {str(first): SIGNATURE, str(second): SIGNATURE}
+
+
+def test_the_refresh_finds_the_first_signature_of_an_image_asked_about_unsigned(
+    cache: PullThroughCache, upstream: FakeUpstream, clock: Clock
+):
+    subject = upstream.add_image(REPOSITORY, "v1")
+    cache.manifest(NAME, "v1", ANY, with_body=True)
+    assert listed(cache.referrers(NAME, str(subject), None).data) == {}
+    signature = upstream.add_referrer(REPOSITORY, subject, SIGNATURE, b"signed later")
+    clock.advance(TTL + 1)
+    cache.manifest(NAME, "v1", ANY, with_body=False)  # pulled on; the referrers are not asked again
+    clock.advance(TTL + 1)
+    Refresher(cache, cache._metadata, clock=clock).refresh_stale(pulled_within_seconds=86400, limit=10)
+    hit = cache.lookup_referrers(NAME, str(subject), None)
+    assert hit is not None and listed(hit.data) == {str(signature): SIGNATURE}
 
 
 def test_the_referrers_tag_names_the_digest_as_the_spec_says():

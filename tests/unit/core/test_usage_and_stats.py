@@ -150,4 +150,5 @@ def test_the_report_counts_the_images_whose_referrers_are_cached(cache: PullThro
         cache.referrers("up/library/app", str(subject), None)
     made = report(cache.rules, cache._metadata, cache._metadata, cache._metadata, clock())
     (rule,) = [entry for entry in made.rules if entry.prefix == "up"]
-    assert rule.inventory.images_with_referrers == 1 and rule.inventory.tags == 4
+    # tags: v1, v2, the .sig tag and both referrers answers (the unsigned image's is the empty index)
+    assert rule.inventory.images_with_referrers == 1 and rule.inventory.tags == 5
