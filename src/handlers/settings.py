@@ -125,6 +125,8 @@ class AwsSettings:
     sweep_repositories_per_run: int = 10000
     endpoint_url: str | None = None  # set when S3 and DynamoDB are emulated (moto), never on AWS
     upstream: UpstreamSettings = field(default_factory=UpstreamSettings)
+    # A stack sharing a global table with other Regions: redirect only to objects its own bucket holds.
+    verify_stored_bytes: bool = False
 
     @classmethod
     def from_environment(cls, environment: Mapping[str, str] = os.environ) -> AwsSettings:
@@ -152,4 +154,5 @@ class AwsSettings:
             sweep_repositories_per_run=int(env.get("PULLTHROUGH_SWEEP_REPOSITORIES_PER_RUN", 10000)),
             endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
             upstream=UpstreamSettings(allow_private=env.get("PULLTHROUGH_ALLOW_PRIVATE_UPSTREAMS") == "1"),
+            verify_stored_bytes=env.get("PULLTHROUGH_VERIFY_STORED_BYTES") == "true",
         )

@@ -91,6 +91,22 @@ class TestS3BlobStore(BlobStoreContract):
             other = store.locate(digest, head=not head)
             assert isinstance(other, Redirect) and other.url != located.url, method
 
+    def test_a_verifying_store_redirects_only_to_objects_its_bucket_holds(self, aws: None, monkeypatch):
+        """A replica Region's stack: one HEAD before the first redirect to an object, remembered for SEEN_SECONDS."""
+        from pullthrough_adapters.aws import s3_blob_store
+
+        client = AwsClients(SETTINGS).s3
+        store = S3BlobStore(client, SETTINGS.bucket, verify_stored=True)
+        present, absent = Digest.of(b"here"), Digest.of(b"not here")
+        store_bytes(store, present, b"here")
+        assert store.locate(absent, head=False) is None
+        assert isinstance(store.locate(present, head=False), Redirect)
+        client.delete_object(Bucket=SETTINGS.bucket, Key=store.key(present))
+        assert isinstance(store.locate(present, head=True), Redirect)  # remembered: no HEAD per request
+        monkeypatch.setattr(s3_blob_store, "SEEN_SECONDS", 0.0)
+        assert store.locate(present, head=False) is None  # asked again once that is old
+        assert isinstance(S3BlobStore(client, SETTINGS.bucket).locate(absent, head=False), Redirect)  # not verifying
+
     def test_presigned_urls_never_outlive_the_signing_credentials(self, aws: None):
         import time
 

@@ -90,10 +90,27 @@ def deployed(template: dict[str, Any], **parameters: str) -> dict[str, Any]:
     values.update(parameters)
     conditions: dict[str, bool] = {}
 
+    lists = {name for name, spec in template.get("Parameters", {}).items() if spec["Type"] == "CommaDelimitedList"}
+
     def value(node: Any) -> Any:
-        if isinstance(node, dict) and "Ref" in node and node["Ref"] in values:
-            return values[node["Ref"]]
-        return node
+        """A value in a condition: Ref, Fn::Select, Fn::Split, Fn::Join and Fn::Sub over parameters."""
+        if not isinstance(node, dict):
+            return node
+        (function, arguments), *_ = node.items()
+        if function == "Ref":
+            found = values[arguments]
+            return found.split(",") if arguments in lists else found
+        if function == "Fn::Select":
+            return value(arguments[1])[int(arguments[0])]
+        if function == "Fn::Split":
+            return value(arguments[1]).split(arguments[0])
+        if function == "Fn::Join":
+            parts = value(arguments[1]) if isinstance(arguments[1], dict) else [value(part) for part in arguments[1]]
+            return arguments[0].join(parts)
+        if function == "Fn::Sub":
+            text, names = arguments
+            return re.sub(r"\$\{(\w+)\}", lambda match: value(names[match.group(1)]), text)
+        raise AssertionError(f"{function} not understood in a condition")
 
     def decide(node: Any) -> bool:
         (function, arguments), *_ = node.items()
@@ -253,10 +270,16 @@ def test_functions_are_arm64_traced_with_logs_and_sized_for_their_job(transforme
     assert functions["FillFunction"]["Properties"]["Timeout"] == 900
 
 
+# The table every function uses: its own, the global one it made, or (a replica Region's stack) the primary's.
+TABLE_NAME = {"Fn::If": ["IsReplica", {"Ref": "PrimaryTableName"},
+                         {"Fn::If": ["HasReplicas", {"Ref": "GlobalTable"}, {"Ref": "Table"}]}]}  # fmt: skip
+
+
 def test_environment_matches_what_the_code_reads(transformed: dict[str, Any]) -> None:
     functions = resources_of(transformed, "AWS::Lambda::Function")
     shared = {
-        "PULLTHROUGH_TABLE_NAME": {"Ref": "Table"},
+        "PULLTHROUGH_TABLE_NAME": TABLE_NAME,
+        "PULLTHROUGH_VERIFY_STORED_BYTES": {"Fn::If": ["SpansRegions", "true", "false"]},
         "PULLTHROUGH_BUCKET_NAME": {"Ref": "Bucket"},
         "PULLTHROUGH_BUILTIN_RULES": {"Ref": "BuiltinUpstreams"},
         "PULLTHROUGH_SYNC_FILL_MAX_BYTES": {"Ref": "SyncFillMaxBytes"},
@@ -347,7 +370,7 @@ def test_refresh_runs_on_an_eventbridge_scheduler_schedule(transformed: dict[str
 
 
 def test_the_lifecycle_sweep_runs_on_its_own_schedule(transformed: dict[str, Any]) -> None:
-    props = schedule_of(transformed, "SweepFunction")["Properties"]
+    props = schedule_of(deployed(transformed), "SweepFunction")["Properties"]
     assert props["ScheduleExpression"] == {"Ref": "SweepSchedule"} and props["State"] == {"Ref": "SweepState"}
     assert transformed["Parameters"]["SweepSchedule"]["Default"] == "rate(1 day)"
     assert transformed["Parameters"]["BuiltinExpireUnpulled"]["Default"] == ""  # keep forever unless asked
@@ -399,21 +422,18 @@ def _handlers() -> list[tuple[str, str]]:
 
 def _lambda_environment(template: dict[str, Any], function: str) -> dict[str, str]:
     """The variables the template gives `function`, with parameter defaults and dummy resource names."""
+    by_default = deployed(template)
     variables = {
-        **template["Globals"]["Function"]["Environment"]["Variables"],
-        **template["Resources"][function]["Properties"].get("Environment", {}).get("Variables", {}),
+        **by_default["Globals"]["Function"]["Environment"]["Variables"],
+        **by_default["Resources"][function]["Properties"].get("Environment", {}).get("Variables", {}),
     }
     return {key: str(_resolve(template, value)) for key, value in variables.items()}
 
 
 def _resolve(template: dict[str, Any], value: Any) -> Any:
-    """A value with parameters at their defaults: Ref, and Fn::If on an Fn::Equals condition."""
+    """A deployed value with parameters at their defaults: a Ref, or a resource's name (a dummy)."""
     if not isinstance(value, dict):
         return value
-    if "Fn::If" in value:
-        condition, when_true, when_false = value["Fn::If"]
-        left, right = template["Conditions"][condition]["Fn::Equals"]
-        return _resolve(template, when_true if _resolve(template, left) == right else when_false)
     ref = value["Ref"]
     parameter = template["Parameters"].get(ref)
     return str(parameter["Default"]) if parameter else f"pullthrough-test-{ref.lower()}"
@@ -518,6 +538,10 @@ def _bucket_object_arns(template: dict[str, Any]) -> set[str]:
     return {f"${{{name}.Arn}}/*" for name in resources_of(template, "AWS::S3::Bucket")}
 
 
+# S3 replication writes the objects of the replica Regions' buckets, encrypted with the same multi-Region key there.
+REPLICATION = {"arn:${AWS::Partition}:s3:::${Name}/*", "arn:${AWS::Partition}:kms:*:${AWS::AccountId}:key/${KeyId}"}
+
+
 def test_no_allow_statement_uses_wildcards(by_default: dict[str, Any]) -> None:
     object_arns = _bucket_object_arns(by_default)
     statements = list(_statements(by_default["Resources"]))
@@ -538,7 +562,7 @@ def test_no_allow_statement_uses_wildcards(by_default: dict[str, Any]) -> None:
             text = resource.get("Fn::Sub") if isinstance(resource, dict) else resource
             if isinstance(text, list):
                 text = text[0]
-            if isinstance(text, str) and "*" in text and text not in object_arns | {CREDENTIALS_SECRETS}:
+            if isinstance(text, str) and "*" in text and text not in object_arns | {CREDENTIALS_SECRETS} | REPLICATION:
                 problems.append(f"{where}: resource {text}")
     assert problems == []
     assert '"Resource": "*"' not in json.dumps(by_default)
@@ -546,6 +570,10 @@ def test_no_allow_statement_uses_wildcards(by_default: dict[str, Any]) -> None:
 
 def test_each_function_role_grants_only_what_its_function_does(by_default: dict[str, Any]) -> None:
     table = {"Fn::GetAtt": ["Table", "Arn"]}
+
+    def index_of(name: str) -> dict[str, Any]:
+        return {"Fn::Sub": [f"${{TableArn}}/index/{name}", {"TableArn": table}]}
+
     objects = {"Fn::Sub": "${Bucket.Arn}/*"}
     bucket = {"Fn::GetAtt": ["Bucket", "Arn"]}
     fill = {"Fn::GetAtt": ["FillFunction", "Arn"]}
@@ -564,7 +592,7 @@ def test_each_function_role_grants_only_what_its_function_does(by_default: dict[
         | {("s3:ListBucket", json.dumps(bucket))}
         | secrets,
         "RefreshFunctionRole": {(a, json.dumps(table)) for a in dynamodb}
-        | {("dynamodb:Query", json.dumps({"Fn::Sub": "${Table.Arn}/index/pulled"}))}
+        | {("dynamodb:Query", json.dumps(index_of("pulled")))}
         | {(a, json.dumps(objects)) for a in ("s3:GetObject", "s3:PutObject")}
         | {("s3:ListBucket", json.dumps(bucket)), ("lambda:InvokeFunction", json.dumps(fill))}
         | {("events:PutEvents", json.dumps(default_bus))}
@@ -576,7 +604,7 @@ def test_each_function_role_grants_only_what_its_function_does(by_default: dict[
         | secrets,
         # the sweep reads repositories and manifests, forgets records, and is the only one that deletes bytes
         "SweepFunctionRole": {(a, json.dumps(table)) for a in dynamodb | {"dynamodb:BatchWriteItem"}}
-        | {("dynamodb:Query", json.dumps({"Fn::Sub": "${Table.Arn}/index/content"}))}
+        | {("dynamodb:Query", json.dumps(index_of("content")))}
         | {(a, json.dumps(objects)) for a in ("s3:GetObject", "s3:DeleteObject")}
         | {("s3:ListBucket", json.dumps(bucket)), ("events:PutEvents", json.dumps(default_bus))},
     }
@@ -595,12 +623,18 @@ def test_each_function_role_grants_only_what_its_function_does(by_default: dict[
 
 
 KMS_KEY = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+MRK_KEY = "arn:aws:kms:us-east-1:123456789012:key/mrk-1234abcd12ab34cd56ef1234567890ab"  # a multi-Region key
+PRIMARY = {"ReplicaRegions": "eu-west-1,ap-southeast-2", "ReplicaBucketNames": "pt-eu-bucket,pt-ap-bucket"}
+REPLICA = {"PrimaryTableName": "pullthrough-GlobalTable-1A2B3C4D5E6F"}
 # The deployment options, each as `sam deploy --parameter-overrides` would give them.
 MODES: dict[str, dict[str, str]] = {
     "default": {},
     "customer-managed key": {"KmsKeyArn": KMS_KEY},
     "private": PRIVATE,
     "private, own domain and key": {**PRIVATE, **DOMAIN, "KmsKeyArn": KMS_KEY},
+    "primary of two replica Regions": PRIMARY,
+    "primary of two replica Regions, own key": {**PRIMARY, "KmsKeyArn": MRK_KEY},
+    "replica Region": REPLICA,
 }
 
 
@@ -681,6 +715,64 @@ def test_private_mode_serves_presigned_urls_only_through_the_vpc_endpoint(transf
     # query-string authentication is what a presigned URL is: the functions' own calls sign headers
     assert private["Condition"] == {"StringEquals": {"s3:authType": "REST-QUERY-STRING"},
                                     "StringNotEquals": {"aws:SourceVpce": {"Ref": "S3VpcEndpointId"}}}  # fmt: skip
+
+
+def test_replicas_make_a_global_table_and_replicate_the_bytes(transformed: dict[str, Any]) -> None:
+    def environment(template: dict[str, Any]) -> dict[str, Any]:
+        return template["Resources"]["ApiFunction"]["Properties"]["Environment"]["Variables"]  # type: ignore[no-any-return]
+
+    def bucket(template: dict[str, Any]) -> dict[str, Any]:
+        (found,) = resources_of(template, "AWS::S3::Bucket").values()
+        return found["Properties"]  # type: ignore[no-any-return]
+
+    single = deployed(transformed)
+    assert resources_of(single, "AWS::DynamoDB::GlobalTable") == {} and "VersioningConfiguration" not in bucket(single)
+    assert environment(single)["PULLTHROUGH_VERIFY_STORED_BYTES"] == "false"
+
+    primary = deployed(transformed, **PRIMARY)
+    assert resources_of(primary, "AWS::DynamoDB::Table") == {}
+    (table,) = resources_of(primary, "AWS::DynamoDB::GlobalTable").values()
+    props = table["Properties"]
+    assert {key: props[key] for key in TABLE_SCHEMA} == TABLE_SCHEMA  # the same keys and indexes as a lone table
+    assert props["StreamSpecification"] == {"StreamViewType": "NEW_AND_OLD_IMAGES"}
+    regions = [{"Fn::Select": [index, {"Ref": "ReplicaRegions"}]} for index in (0, 1)]
+    assert [replica["Region"] for replica in props["Replicas"]] == [{"Ref": "AWS::Region"}, *regions]
+    assert all(
+        replica["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] for replica in props["Replicas"]
+    )
+    one_replica = deployed(transformed, ReplicaRegions="eu-west-1")
+    (table,) = resources_of(one_replica, "AWS::DynamoDB::GlobalTable").values()
+    assert len(table["Properties"]["Replicas"]) == 2
+    assert environment(primary)["PULLTHROUGH_TABLE_NAME"] == {"Ref": "GlobalTable"}
+    assert environment(primary)["PULLTHROUGH_VERIFY_STORED_BYTES"] == "true"  # records global, bytes per Region
+
+    # The bytes: a versioned bucket replicated (blobs/ only) to each replica Region's bucket, deletions too.
+    assert bucket(primary)["VersioningConfiguration"] == {"Status": "Enabled"}
+    rules = bucket(primary)["ReplicationConfiguration"]["Rules"]
+    assert [rule["Destination"]["Bucket"]["Fn::Sub"][0] for rule in rules] == ["arn:${AWS::Partition}:s3:::${Name}"] * 2
+    assert all(rule["Filter"] == {"Prefix": "blobs/"} and rule["DeleteMarkerReplication"] == {"Status": "Enabled"}
+               for rule in rules)  # fmt: skip
+    assert "ReplicationConfiguration" not in bucket(deployed(transformed, ReplicaRegions="eu-west-1"))  # no names yet
+    (role,) = resources_of(primary, "AWS::IAM::Role")["ReplicationRole"]["Properties"]["AssumeRolePolicyDocument"][
+        "Statement"]  # fmt: skip
+    assert role["Principal"] == {"Service": "s3.amazonaws.com"}
+    encrypted = deployed(transformed, **PRIMARY, KmsKeyArn=MRK_KEY)
+    (rule, _) = bucket(encrypted)["ReplicationConfiguration"]["Rules"]
+    assert rule["SourceSelectionCriteria"] == {"SseKmsEncryptedObjects": {"Status": "Enabled"}}
+    assert "ReplicaKmsKeyID" in rule["Destination"]["EncryptionConfiguration"]
+
+    # A replica Region's stack: the primary's table, no refresh or sweep of its own, its own copies expiring.
+    replica = deployed(transformed, **REPLICA)
+    assert resources_of(replica, "AWS::DynamoDB::Table") == resources_of(replica, "AWS::DynamoDB::GlobalTable") == {}
+    assert environment(replica)["PULLTHROUGH_TABLE_NAME"] == {"Ref": "PrimaryTableName"}
+    grants = json.dumps(replica["Resources"]["ApiFunctionRole"])
+    assert "table/${PrimaryTableName}" in grants and "Table" not in grants.replace("PrimaryTableName", "")
+    assert {schedule["Properties"]["State"] for schedule in resources_of(replica, "AWS::Scheduler::Schedule").values()
+            } == {"DISABLED"}  # fmt: skip
+    assert {"Id": "ReplicaCopies", "Status": "Enabled", "ExpirationInDays": 30} in bucket(replica)[
+        "LifecycleConfiguration"]["Rules"]  # fmt: skip
+    assert bucket(replica)["VersioningConfiguration"] == {"Status": "Enabled"}  # a replication destination
+    assert "ReplicationConfiguration" not in bucket(replica)
 
 
 def _kms_grants(template: dict[str, Any]) -> dict[str, tuple[set[str], set[str]]]:
@@ -832,7 +924,7 @@ def test_lambda_requirements_are_the_runtime_dependencies_minus_local_mode() -> 
 
 
 def _pullthrough_metrics_in_the_dashboard(template: dict[str, Any]) -> set[str]:
-    body = template["Resources"]["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    body, _ = template["Resources"]["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
     document = json.loads(re.sub(r"\$\{[^}]+\}", "x", body))  # the substitutions are only names and ARNs
     names = set()
     for widget in document["widgets"]:

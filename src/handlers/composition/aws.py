@@ -81,7 +81,8 @@ def table_store(settings: AwsSettings) -> DynamoMetadataStore:
 def blob_store(settings: AwsSettings) -> S3BlobStore:
     clients = clients_for(settings)
     return S3BlobStore(clients.s3, settings.bucket, presign_seconds=settings.presign_seconds,
-                       credentials_expiry=clients.credentials_expiry)  # fmt: skip
+                       credentials_expiry=clients.credentials_expiry,
+                       verify_stored=settings.verify_stored_bytes)  # fmt: skip
 
 
 def build_cache(settings: AwsSettings, metrics: Metrics, dispatcher: FillDispatcher | None = None) -> PullThroughCache:
