@@ -64,6 +64,10 @@ class LeasedFiller:
         owner = uuid.uuid4().hex
         if not self._metadata.acquire_lease(job.lease_key, owner, LEASE_SECONDS):
             return self._wait_for(job, until=started + self._wait_seconds)
+        landed = self._landed(job)
+        if landed is not None:  # a fill before ours finished (and let go) since the caller looked: no second fetch
+            self._metadata.release_lease(job.lease_key, owner)
+            return landed
         handed_over = False
         try:
             size: int | None = None
@@ -86,12 +90,17 @@ class LeasedFiller:
         assert located is not None
         return located
 
+    def _landed(self, job: FillJob) -> BlobBody | None:
+        """Where the blob is, if a fill of this job already stored and recorded it."""
+        if self._metadata.get_blob(job.scope, job.repository, job.digest) is None:
+            return None
+        return self._blobs.locate(job.digest, head=False)
+
     def _wait_for(self, job: FillJob, until: float) -> BlobBody:
         while True:
-            if self._metadata.get_blob(job.scope, job.repository, job.digest) is not None:
-                located = self._blobs.locate(job.digest, head=False)
-                if located is not None:
-                    return located
+            landed = self._landed(job)
+            if landed is not None:
+                return landed
             if time.monotonic() + self._poll_seconds > until:
                 raise _being_filled(job)
             self._sleep(self._poll_seconds)

@@ -54,6 +54,18 @@ def test_small_blob_is_copied_by_the_request_and_the_lease_released(parts):
     assert metadata.acquire_lease(job.lease_key, "someone-else", 60)
 
 
+def test_a_fill_that_finds_the_lease_free_but_the_blob_landed_fetches_nothing(parts):
+    """A request that missed just before another's fill recorded the blob and let go of the lease: the lease is
+    free again, and the blob is there (CI saw the upstream asked twice this way)."""
+    filler, metadata, dispatcher, upstream, _ = parts
+    job, _ = fill(filler, metadata, upstream, SMALL)
+    upstream.calls.clear()
+    _, again = fill(filler, metadata, upstream, SMALL)
+    assert isinstance(again, LocalBlob) and Path(again.path).read_bytes() == SMALL
+    assert upstream.calls == {} and dispatcher.jobs == []
+    assert metadata.acquire_lease(job.lease_key, "someone-else", 60)  # and it let go of the lease
+
+
 def test_big_blob_is_handed_over_with_the_lease_and_waited_for(parts):
     filler, metadata, dispatcher, upstream, blobs = parts
     with pytest.raises(Unavailable) as raised:
