@@ -759,7 +759,11 @@ def test_replicas_make_a_global_table_and_replicate_the_bytes(transformed: dict[
     props = table["Properties"]
     assert {key: props[key] for key in TABLE_SCHEMA} == TABLE_SCHEMA  # the same keys and indexes as a lone table
     assert props["StreamSpecification"] == {"StreamViewType": "NEW_AND_OLD_IMAGES"}
-    regions = [{"Fn::Select": [index, {"Ref": "ReplicaRegions"}]} for index in (0, 1)]
+    # the second from a padded list: a Select past a list's end fails a deploy even in a branch not taken
+    padded = {
+        "Fn::Split": [",", {"Fn::Sub": ["${Regions},,", {"Regions": {"Fn::Join": [",", {"Ref": "ReplicaRegions"}]}}]}]
+    }
+    regions = [{"Fn::Select": [0, {"Ref": "ReplicaRegions"}]}, {"Fn::Select": [1, padded]}]
     assert [replica["Region"] for replica in props["Replicas"]] == [{"Ref": "AWS::Region"}, *regions]
     assert all(
         replica["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] for replica in props["Replicas"]
