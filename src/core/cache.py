@@ -166,12 +166,10 @@ class PullThroughCache:
         else:
             assert ref.tag is not None
             _check_tag(route, ref.tag)
-            cached = self._metadata.get_tag(route.scope, route.repository, ref.tag)
-            if cached is None or asked_at - cached.checked_at >= route.rule.tag_ttl_seconds:
+            fresh = self._fresh_tag(route, ref.tag, asked_at)
+            if fresh is None:
                 return None
-            if _pull_due(route, cached.pulled_at, asked_at):
-                pull = PullRecord(route.scope, route.repository, ref.tag, None, asked_at)
-            record = cached.manifest
+            record, pull = fresh
             if not accept.allows(record.media_type):
                 cached_child = lambda child: self._cached_manifest(route, child)  # noqa: E731
                 record = self._negotiate(record, accept, self._stored_manifest, cached_child)
@@ -285,7 +283,7 @@ class PullThroughCache:
     def _manifest_by_tag(self, route: Route, tag: str) -> tuple[ManifestRecord, str | None]:
         asked_at = self._clock()
         cached = self._metadata.get_tag(route.scope, route.repository, tag)
-        if cached is not None and asked_at - cached.checked_at < route.rule.tag_ttl_seconds:
+        if cached is not None and route.rule.tag_fresh(cached.checked_at, asked_at):
             if _pull_due(route, cached.pulled_at, asked_at):
                 self._metadata.record_pull(route.scope, route.repository, tag, asked_at)
             self._metrics.count(counts.TAG_HIT, rule=route.scope)
@@ -329,7 +327,7 @@ class PullThroughCache:
         record = self._metadata.get_tag(route.scope, route.repository, tag)
         if record is None:
             return None
-        fresh = or_fresh and self._clock() - record.checked_at < route.rule.tag_ttl_seconds
+        fresh = or_fresh and route.rule.tag_fresh(record.checked_at, self._clock())
         return record.manifest if record.checked_at >= since or fresh else None
 
     def _revalidate(
@@ -500,18 +498,20 @@ class PullThroughCache:
         """The referrers of a digest from what the cache holds, or None when that needs the upstream (as
         lookup_manifest, for the referrers tag)."""
         route = self.rules.route(name)
-        tag = referrers_tag(Digest.parse(digest_text))
-        asked_at = self._clock()
-        cached = self._metadata.get_tag(route.scope, route.repository, tag)
-        if cached is None or asked_at - cached.checked_at >= route.rule.tag_ttl_seconds:
-            return None
-        data = self._stored_manifest(cached.manifest.digest)
-        if data is None:
+        fresh = self._fresh_tag(route, referrers_tag(Digest.parse(digest_text)), self._clock())
+        data = self._stored_manifest(fresh[0].digest) if fresh is not None else None
+        if fresh is None or data is None:
             return None
         self._metrics.count(counts.TAG_HIT, rule=route.scope)
-        pull = PullRecord(route.scope, route.repository, tag, None, asked_at)
-        return ServedReferrers(referrers_index(data, artifact_type), bool(artifact_type),
-                               pull=pull if _pull_due(route, cached.pulled_at, asked_at) else None)  # fmt: skip
+        return ServedReferrers(referrers_index(data, artifact_type), bool(artifact_type), pull=fresh[1])
+
+    def _fresh_tag(self, route: Route, tag: str, asked_at: float) -> tuple[ManifestRecord, PullRecord | None] | None:
+        """What a tag points at, when the cache may answer for it without the upstream; and its pull to record."""
+        cached = self._metadata.get_tag(route.scope, route.repository, tag)
+        if cached is None or not route.rule.tag_fresh(cached.checked_at, asked_at):
+            return None
+        due = _pull_due(route, cached.pulled_at, asked_at)
+        return cached.manifest, PullRecord(route.scope, route.repository, tag, None, asked_at) if due else None
 
     def referrers(self, name: str, digest_text: str, artifact_type: str | None) -> ServedReferrers:
         """The referrers of a digest, always as an image index: empty when the upstream knows of none."""

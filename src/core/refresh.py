@@ -100,7 +100,7 @@ class Refresher:
         on an unchanged image shows up without a client asking. What fails here is the next request's to retry."""
         tag = referrers_tag(record.digest)
         cached = self._tags.get_tag(route.scope, route.repository, tag)
-        if cached is None or self._clock() - cached.checked_at < route.rule.tag_ttl_seconds:
+        if cached is None or route.rule.tag_fresh(cached.checked_at, self._clock()):
             return
         try:
             self._cache.confirm_tag(route, tag, cached)

@@ -156,6 +156,10 @@ class Rule:
             return False
         return not self.allow or any(fnmatch.fnmatchcase(repository, pattern) for pattern in self.allow)
 
+    def tag_fresh(self, checked_at: float, now: float) -> bool:
+        """Whether a tag the upstream confirmed at `checked_at` is answered from the cache at `now`."""
+        return now - checked_at < self.tag_ttl_seconds
+
     def tag_allowed(self, tag: str) -> bool:
         return self.allowed_tags is None or re.fullmatch(self.allowed_tags, tag) is not None
 

@@ -356,5 +356,9 @@ def test_token_mode_challenges_issues_scoped_tokens_and_filters_the_catalog(tmp_
     other = client.get("/v2/hub/library/other/manifests/v1", headers=bearer)
     assert other.status_code == 403 and oci_error(other) == "DENIED"  # asked for, but not the key's prefix
     assert client.get("/v2/hub/library/other/manifests/v1").status_code == 401
+    referrers = f"/referrers/{image['manifest']}"  # the referrers API is a pull like the rest
+    assert client.get(f"/v2/up/library/app{referrers}").status_code == 401
+    assert client.get(f"/v2/up/library/app{referrers}", headers=bearer).status_code == 200
+    assert oci_error(client.get(f"/v2/hub/library/other{referrers}", headers=bearer)) == "DENIED"
     cache.manifest("hub/library/other", "v1", Accept([]), with_body=False)  # cached for someone else
     assert client.get("/v2/_catalog", headers=bearer).json() == {"repositories": ["up/library/app"]}

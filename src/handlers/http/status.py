@@ -145,7 +145,8 @@ def status_router(
             raise NameUnknown(f"{name}@{digest} is not cached")
         repository_tags = sources.records.repository_tags(route.scope, route.repository)
         tags = [tag.tag for tag in repository_tags if str(tag.digest) == digest]
-        listing = next((tag for tag in repository_tags if tag.tag == referrers_tag(parsed)), None)
+        listing_tag = referrers_tag(parsed)
+        listing = next((tag for tag in repository_tags if tag.tag == listing_tag), None)
         stored_listing = sources.blobs.read(listing.digest) if listing is not None else None
         referrers = artifact_types(stored_listing) if stored_listing is not None else None
         return page(request, "image.html", name=name, image=view, tags=tags, referrers=referrers,

@@ -427,3 +427,12 @@ def test_a_referrers_link_to_anywhere_else_is_not_followed():
     client, seen = plain_client(handler)
     answer = client.referrers("library/app", SUBJECT)
     assert answer is not None and len(json.loads(answer.data)["manifests"]) == 1 and len(seen) == 1
+
+
+@pytest.mark.parametrize("body", [b"<html>busy</html>", b"[1, 2]"], ids=["not JSON", "not an object"])
+def test_an_unreadable_referrers_answer_is_the_upstreams_failure_not_an_empty_list(body: bytes):
+    """An answer that is no index must not read as "no referrers" (a policy controller would take the image for
+    unsigned): the client is told to retry, and the cache serves what it had."""
+    client, _ = plain_client(lambda request: httpx.Response(200, content=body, headers={"content-type": OCI_INDEX}))
+    with pytest.raises(Unavailable):
+        client.referrers("library/app", SUBJECT)
