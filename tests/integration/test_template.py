@@ -37,6 +37,14 @@ SNAPSTART_FUNCTIONS = {"ApiFunction"}
 # What only the local server and the CLI use, and the Lambda package (src/requirements.txt) leaves out.
 LOCAL_MODE_ONLY = {"uvicorn", "click", "prometheus-client", "jinja2", "rich", "pyyaml"}
 LOCAL_MODE_MODULES = {"uvicorn", "click", "prometheus_client", "jinja2", "rich", "yaml"}
+# What each function's cold start leaves unimported (handlers.composition keeps a module per kind of function).
+NOT_AT_COLD_START = {
+    "ApiFunction": {"core.lifecycle", "core.refresh", "core.stats", "handlers.http.admin"},
+    "AdminFunction": {"core.lifecycle", "core.refresh", "core.stats", "handlers.http.registry"},
+    "FillFunction": {"fastapi", "core.lifecycle", "core.refresh", "core.stats"},
+    "RefreshFunction": {"fastapi"},
+    "SweepFunction": {"fastapi"},
+}
 API_GATEWAY_TIMEOUT_SECONDS = 30
 # SAM attaches these AWS managed policies to every role it generates (logs; X-Ray for Tracing: Active).
 SAM_MANAGED_POLICIES = {
@@ -476,18 +484,35 @@ def test_handler_is_importable(template: dict[str, Any], function: str, handler:
     )
     env = _function_environment(template, function)
     probe = (  # as on Lambda, where the local mode's packages are not installed
-        "import importlib, sys\n"
+        "import gc, importlib, sys\n"
         "class Absent:\n"
         "    def find_spec(self, name, path=None, target=None):\n"
         "        if name.split('.')[0] in sys.argv[3].split(','): raise ModuleNotFoundError(name, name=name)\n"
         "sys.meta_path.insert(0, Absent())\n"
+        "collections = []\n"
+        "def collected(phase, info):  # once handlers.functions can pause the GC\n"
+        "    if phase == 'start' and hasattr(sys.modules.get('handlers.functions'), 'cold_start'):\n"
+        "        collections.append(info['generation'])\n"
+        "gc.callbacks.append(collected)\n"
         "module = importlib.import_module(sys.argv[1])\n"
         "function = getattr(module, sys.argv[2], None)\n"
         "if not callable(function): sys.exit(f'{sys.argv[1]} has no callable {sys.argv[2]!r}')\n"
         "if 'aws_xray_sdk' in sys.modules: sys.exit('the X-Ray SDK was imported with DetailedTracing off')\n"
+        "if collections: sys.exit(f'the garbage collector ran during the cold start: generations {collections}')\n"
+        "if not gc.isenabled() or gc.get_freeze_count() < 10000: sys.exit('the GC left off, or nothing frozen')\n"
+        "extra = sorted(name for name in sys.argv[4].split(',') if name in sys.modules)\n"
+        "if extra: sys.exit(f'the cold start imported {extra}')\n"
     )
     result = subprocess.run(
-        [sys.executable, "-c", probe, module, attribute, ",".join(LOCAL_MODE_MODULES)],
+        [
+            sys.executable,
+            "-c",
+            probe,
+            module,
+            attribute,
+            ",".join(LOCAL_MODE_MODULES),
+            ",".join(NOT_AT_COLD_START[function]),
+        ],
         capture_output=True,
         text=True,
         env=env,

@@ -45,7 +45,7 @@ def gc(
                 raise click.UsageError("--table needs --bucket too: the bytes are in the deployment's bucket")
             if cap is not None:
                 raise click.UsageError("--max-cache-size is for a local data directory")
-            from handlers.composition.aws import build_lifecycler as table_lifecycler  # boto3 only here
+            from handlers.composition.aws_scheduled import build_lifecycler as table_lifecycler  # boto3 only here
             from handlers.settings import AwsSettings
 
             deployment = AwsSettings(table=table, bucket=bucket, endpoint_url=os.environ.get("AWS_ENDPOINT_URL"))

@@ -24,7 +24,7 @@ def stats(data_dir: Path, table: str | None, output: str, rules_file: Path | Non
     hits, upstream requests saved and bytes over 24 hours and 7 days; the most pulled repositories; the last pull;
     the upstream's health."""
     if table:
-        from handlers.composition.aws import build_report  # boto3 only for a deployment
+        from handlers.composition.aws_scheduled import build_report  # boto3 only for a deployment
         from handlers.settings import AwsSettings
 
         report = build_report(AwsSettings(table=table, endpoint_url=os.environ.get("AWS_ENDPOINT_URL")), rules_file)

@@ -1,6 +1,7 @@
-"""Composition root of the serverless mode: S3, DynamoDB and Lambda, built once per Lambda container. The fill and
-refresh functions are built here; the two functions that serve HTTP (registry, admin) in aws_http, so that these
-two never import FastAPI at a cold start."""
+"""Composition root of the serverless mode: S3, DynamoDB and Lambda, built once per Lambda container. The clients,
+stores and cache every function shares, and the fill function, are built here. The others each have a module, so
+that a cold start imports only its own function's parts: the registry (aws_http) and the rules admin (aws_admin)
+behind HTTP, the scheduled refresh and sweep (aws_scheduled)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,7 @@ import functools
 import json
 import secrets
 import threading
-import time
-from collections import Counter
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -19,28 +17,20 @@ from botocore.config import Config
 
 from core.auth import Authenticator, TokenService
 from core.cache import PullThroughCache
-from core.lifecycle import Lifecycler
 from core.ports import Metrics, Upstream, Upstreams
 from core.recent_manifests import RecentManifests
-from core.refresh import Refresher
 from core.rules import ReloadingRules, Rule, RuleSet, RuleSource
-from core.stats import Report, report
 from handlers.composition.powertools import PowertoolsMetrics, instrumented, logger
 from handlers.presets import preset_rules, with_stored_rules
-from handlers.rules_file import load_rules
 from handlers.settings import TOKEN_SERVICE, AwsSettings, UpstreamSettings
 from pullthrough_adapters.aws.dispatch import LambdaDispatcher
 from pullthrough_adapters.aws.dynamodb_metadata_store import TABLE_SCHEMA, DynamoMetadataStore
-from pullthrough_adapters.aws.events import EventBridgeEvents
 from pullthrough_adapters.aws.filler import FillDispatcher, LeasedFiller, complete_hand_over
 from pullthrough_adapters.aws.s3_blob_store import S3BlobStore
 from pullthrough_adapters.aws.signing_keys import SecretSigningKeys
 from pullthrough_adapters.upstream.addresses import AddressPolicy
 
 RULES_RELOAD_SECONDS = 60.0
-# A sweep starts no repository with less than this left of the function's time: deleting the orphans of a full
-# page and saving the cursor take well under it.
-SWEEP_RESERVE_SECONDS = 120.0
 LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
 
@@ -123,28 +113,6 @@ def rule_source(settings: AwsSettings) -> RuleSource:
     return ReloadingRules(lambda: with_stored_rules(builtins, metadata.list_rules()), RULES_RELOAD_SECONDS)
 
 
-def build_lifecycler(
-    settings: AwsSettings,
-    rules_file: Path | None = None,
-    *,
-    grace_seconds: float,
-    dry_run: bool = False,
-    metrics: Metrics | None = None,
-) -> Lifecycler:
-    """The sweep over the table and the bucket; with `rules_file` (`pullthrough gc --table`), its rules instead."""
-    events = EventBridgeEvents(clients_for(settings).events_client())
-    rules = load_rules(rules_file) if rules_file is not None else rule_source(settings)
-    return Lifecycler(rules, table_store(settings), blob_store(settings), grace_seconds=grace_seconds, events=events,
-                      metrics=metrics, dry_run=dry_run)  # fmt: skip
-
-
-def build_report(settings: AwsSettings, rules_file: Path | None = None) -> Report:
-    """`pullthrough stats --table`: the report over a deployment's table (its usage totals included)."""
-    rules = load_rules(rules_file) if rules_file is not None else rule_source(settings)
-    table = table_store(settings)
-    return report(rules.current(), table, table, table, time.time())
-
-
 def authenticator(settings: AwsSettings) -> Authenticator | None:
     """Token mode (the template's default): pull keys in the table, signing keys in a Secrets Manager secret."""
     if settings.auth != "token":
@@ -153,9 +121,6 @@ def authenticator(settings: AwsSettings) -> Authenticator | None:
         raise ValueError("token mode needs PULLTHROUGH_SIGNING_KEYS_SECRET")
     signing = SecretSigningKeys(settings.signing_keys_secret)
     return Authenticator(table_store(settings), TokenService(signing, service=TOKEN_SERVICE))
-
-
-# -- the functions without HTTP --------------------------------------------------------------------------------------
 
 
 def fill_handler(settings: AwsSettings) -> LambdaHandler:
@@ -172,46 +137,6 @@ def fill_handler(settings: AwsSettings) -> LambdaHandler:
         return {"name": event["name"], "digest": event["digest"], "size": size}
 
     return instrumented(fill)
-
-
-def refresh_handler(settings: AwsSettings) -> LambdaHandler:
-    """The scheduled refresh function: revalidates stale tags that clients pulled recently, so their next pull is a
-    hit. Bounded work per run (`refresh_limit` tags, least recently confirmed first); a tag it revalidated counts as
-    confirmed, so the next run carries on with the rest. Two runs at once share the per-tag leases: one HEAD a tag."""
-    counts = PowertoolsMetrics()
-    events = EventBridgeEvents(clients_for(settings).events_client())
-    refresher = Refresher(build_cache(settings, counts), table_store(settings), events, counts)
-    window_seconds = settings.refresh_window_days * 86400
-
-    def refresh(event: dict[str, Any], context: Any) -> dict[str, int]:
-        outcomes = refresher.refresh_stale(pulled_within_seconds=window_seconds, limit=settings.refresh_limit)
-        summary = Counter(outcome.status for outcome in outcomes)
-        for outcome in outcomes:
-            if outcome.status != "unchanged":
-                logger.info("refreshed", extra={"tag": f"{outcome.name}:{outcome.tag}", "status": outcome.status,
-                                                "digest": outcome.digest, "reason": outcome.reason})  # fmt: skip
-        statuses = ("unchanged", "updated", "deferred", "failed")
-        return {"revalidated": len(outcomes), **{status: summary[status] for status in statuses}}
-
-    return instrumented(refresh)
-
-
-def sweep_handler(settings: AwsSettings) -> LambdaHandler:
-    """The scheduled lifecycle sweep: as many repositories as its time (and SweepRepositoriesPerRun) allows, going
-    on where the last run stopped, then the orphaned bytes past their grace, deleted in batches. Each expired image
-    is an "ECR Image Action" event on EventBridge."""
-    lifecycler = build_lifecycler(settings, grace_seconds=settings.sweep_grace_seconds, metrics=PowertoolsMetrics())
-
-    def sweep(event: dict[str, Any], context: Any) -> dict[str, object]:
-        remaining = context.get_remaining_time_in_millis() / 1000
-        stop_after = time.monotonic() + remaining - SWEEP_RESERVE_SECONDS  # the rest: orphans, the cursor, metrics
-        report = lifecycler.sweep(max_repositories=settings.sweep_repositories_per_run, stop_after=stop_after)
-        summary = report.to_dict()
-        summary["expired"] = len(report.expired)
-        logger.info("swept", extra=summary)
-        return summary
-
-    return instrumented(sweep)
 
 
 # -- emulators and first runs ------------------------------------------------------------------------------------

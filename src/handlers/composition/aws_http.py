@@ -1,5 +1,5 @@
-"""The two functions that serve HTTP, behind API Gateway (HTTP API) and Mangum: the registry (the same FastAPI app
-as the local server) and the IAM-guarded rules admin API."""
+"""The registry function, behind API Gateway (HTTP API) or an internal load balancer, through Mangum: the same FastAPI
+app as the local server."""
 
 from __future__ import annotations
 
@@ -10,15 +10,12 @@ from mangum import Mangum
 
 from core.budget import MissBudget, MissBudgetPolicy
 from core.ports import AllMetrics
-from core.rules import Rule
 from core.usage import UsageMeter
 from handlers.composition.aws import LambdaHandler, authenticator, build_cache, table_store
-from handlers.composition.powertools import PowertoolsMetrics, instrumented, logger
-from handlers.http.admin import create_admin_app
+from handlers.composition.powertools import PowertoolsMetrics, instrumented
 from handlers.http.registry import create_app
 from handlers.settings import AwsSettings
 from pullthrough_adapters.aws.filler import FillDispatcher
-from pullthrough_adapters.upstream.addresses import AddressPolicy
 
 # Manifests are JSON: send them as text, so API Gateway relays the exact bytes without a base64 round trip.
 TEXT_MEDIA_TYPES = ["application/json", "text/", "application/vnd.oci.image.", "application/vnd.docker.distribution."]
@@ -41,26 +38,6 @@ def registry_handler(settings: AwsSettings, dispatcher: FillDispatcher | None = 
         return response
 
     return instrumented(registry, http=True)
-
-
-def admin_handler(settings: AwsSettings) -> LambdaHandler:
-    """The rules admin API, behind the IAM-authorized /admin/ routes of the HTTP API."""
-    addresses = AddressPolicy(settings.upstream.allow_private)
-
-    def validate(rule: Rule, image: str | None) -> dict[str, object]:
-        from pullthrough_adapters.upstream.validation import validate_rule_now  # httpx: when a rule is validated
-
-        return validate_rule_now(rule, addresses, image).to_dict()
-
-    asgi = Mangum(create_admin_app(table_store(settings), validate), lifespan="off")
-
-    def admin(event: dict[str, Any], context: Any) -> dict[str, Any]:
-        caller = event.get("requestContext", {}).get("authorizer", {}).get("iam")
-        logger.info("admin request", extra={"caller": caller})
-        response: dict[str, Any] = asgi(event, context)
-        return response
-
-    return instrumented(admin, http=True)
 
 
 def _token_realm(settings: AwsSettings) -> Any:

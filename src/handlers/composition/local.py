@@ -26,6 +26,7 @@ from handlers.http.observed import ObservedRequests
 from handlers.http.registry import create_app
 from handlers.http.status import StatusSources, status_error, status_router
 from handlers.logs import configure_logging
+from handlers.malloc import limit_arenas
 from handlers.presets import BUILTIN_RULES, with_stored_rules
 from handlers.rules_file import load_rules
 from handlers.settings import TOKEN_SERVICE, DataDir, LocalSettings
@@ -103,6 +104,7 @@ def build_app(settings: LocalSettings, prometheus: PrometheusMetrics, usage: Usa
 def app_for_worker() -> FastAPI:
     """The uvicorn factory: each server worker process builds its own app over the shared data directory, from the
     settings `serve` handed down (and the Prometheus files' directory, which `serve` set before this was imported)."""
+    limit_arenas()  # before this worker starts its threads
     settings = LocalSettings.from_workers_environment()
     configure_logging(settings.log_level)
     prometheus = PrometheusMetrics()

@@ -1,6 +1,9 @@
 """The rules admin function (AdminFunction): the IAM-guarded /admin/ routes."""
 
-from handlers.composition.aws_http import admin_handler
-from handlers.settings import AwsSettings
+from handlers.functions import cold_start
 
-handler = admin_handler(AwsSettings.from_environment())
+with cold_start():
+    from handlers.composition.aws_admin import admin_handler
+    from handlers.settings import AwsSettings
+
+    handler = admin_handler(AwsSettings.from_environment())

@@ -1,6 +1,9 @@
 """The blob fill function (FillFunction): copies a blob a request could not wait for, for up to 15 minutes."""
 
-from handlers.composition.aws import fill_handler
-from handlers.settings import AwsSettings
+from handlers.functions import cold_start
 
-handler = fill_handler(AwsSettings.from_environment())
+with cold_start():
+    from handlers.composition.aws import fill_handler
+    from handlers.settings import AwsSettings
+
+    handler = fill_handler(AwsSettings.from_environment())

@@ -1,6 +1,9 @@
 """The lifecycle sweep function (SweepFunction): forgets what nobody pulls, deletes orphaned bytes."""
 
-from handlers.composition.aws import sweep_handler
-from handlers.settings import AwsSettings
+from handlers.functions import cold_start
 
-handler = sweep_handler(AwsSettings.from_environment())
+with cold_start():
+    from handlers.composition.aws_scheduled import sweep_handler
+    from handlers.settings import AwsSettings
+
+    handler = sweep_handler(AwsSettings.from_environment())
