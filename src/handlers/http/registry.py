@@ -29,6 +29,7 @@ from core.errors import (
 from core.mediatypes import OCI_INDEX, Accept
 from core.paging import page
 from core.ports import BlobBody, LocalBlob, Redirect, SizeOnly, StreamedBlob
+from core.reading import READERS
 from core.reference import is_valid_name
 from handlers.http.lanes import UpstreamLanes
 from handlers.http.limits import RequestLimits
@@ -39,7 +40,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 API_VERSION_HEADERS = {"Docker-Distribution-API-Version": "registry/2.0"}
-FILE_CHUNK = 1 << 20
 PULL = ["GET", "HEAD"]
 PUSH_AND_DELETE = ["POST", "PUT", "PATCH", "DELETE"]
 # containerd's `ns`: the registry host a mirrored name belongs to (host[:port]); anything else is refused.
@@ -335,10 +335,10 @@ def _blob_answer(
 
 
 def _file_chunks(file: BinaryIO, offset: int, length: int) -> Iterator[bytes]:
-    with file:
+    with file, READERS.reading() as chunk_size:
         file.seek(offset)
         while length > 0:
-            data = file.read(min(FILE_CHUNK, length))
+            data = file.read(min(chunk_size(), length))
             if not data:
                 return
             length -= len(data)

@@ -32,15 +32,11 @@ from typing import BinaryIO
 from core.errors import DigestMismatch, RegistryError, Unavailable
 from core.filling import SizeBound
 from core.ports import BlobBody, BlobSource, FillJob, FillState, LocalBlob, StreamedBlob
+from core.reading import READERS
 from pullthrough_adapters.local.blob_store import FileBlobStore, FileBlobWriter
 
 log = logging.getLogger(__name__)
 
-READ_CHUNK = 1 << 20
-# Each client of a fill holds about two chunks (one read, one in its socket's buffer): the chunk shrinks as clients
-# of fills in this process add up, so that fifty of them stay within this, and one alone reads a MiB at a time.
-READERS_BUDGET_BYTES = 32 << 20
-MIN_READ_CHUNK = 64 << 10
 ANNOUNCE_EVERY = 1 << 20  # readers are woken per MiB written, not per network packet
 STALL_TIMEOUT_SECONDS = 120.0  # a reader gives up when the download makes no progress for this long
 LEASE_SECONDS = 60.0  # another process takes over a fill whose holder stopped renewing for this long
@@ -191,7 +187,7 @@ class _Fill:
             file = _open_first(self._store.path(self.job.digest))
             if file is None:
                 raise Unavailable(f"fill of {self.job.digest} vanished")
-        with file, _readers.reading() as chunk_size:
+        with file, READERS.reading() as chunk_size:
             file.seek(offset)
             position = offset
             while position < end:
@@ -239,7 +235,7 @@ class _Follower:
                 time.sleep(FOLLOW_POLL_SECONDS)
             yield from _read_range(self._store.path(self._job.digest), offset, length)
             return
-        with file, _readers.reading() as chunk_size:
+        with file, READERS.reading() as chunk_size:
             file.seek(offset)
             position, progressed, done = offset, time.monotonic(), False
             while position < end:
@@ -362,30 +358,6 @@ def _withdraw(path: Path, temp_path: Path) -> None:
             path.unlink()
 
 
-class _Readers:
-    """How many clients read fills in this process, and so how much each may read at a time."""
-
-    def __init__(self) -> None:
-        self._count = 0
-        self._lock = threading.Lock()
-
-    @contextlib.contextmanager
-    def reading(self) -> Iterator[Callable[[], int]]:
-        with self._lock:
-            self._count += 1
-        try:
-            yield self.chunk_size
-        finally:
-            with self._lock:
-                self._count -= 1
-
-    def chunk_size(self) -> int:
-        return max(MIN_READ_CHUNK, min(READ_CHUNK, READERS_BUDGET_BYTES // (2 * max(self._count, 1))))
-
-
-_readers = _Readers()
-
-
 def _open_first(*paths: Path) -> BinaryIO | None:
     for path in paths:
         try:
@@ -396,10 +368,10 @@ def _open_first(*paths: Path) -> BinaryIO | None:
 
 
 def _read_range(path: Path, offset: int, length: int) -> Iterator[bytes]:
-    with path.open("rb") as file:
+    with path.open("rb") as file, READERS.reading() as chunk_size:
         file.seek(offset)
         while length > 0:
-            data = file.read(min(READ_CHUNK, length))
+            data = file.read(min(chunk_size(), length))
             if not data:
                 raise Unavailable(f"{path.name} is shorter than expected")
             length -= len(data)

@@ -64,6 +64,7 @@ CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY, value INTEGER NOT NUL
     WITHOUT ROWID;
 """
 SCHEMA_VERSION = 3  # 3: hourly usage totals (a new table: nothing to migrate)
+CONNECTION_CACHE_KIB = 256  # per connection (SQLite's default: 2,000)
 
 # Version 0 kept manifests and blobs per rule only (any repository of a rule saw them). Manifests knew the
 # repository that fetched them, and keep it; blob records are dropped: the bytes stay, and each repository
@@ -129,6 +130,9 @@ class SqliteMetadataStore:
         db = sqlite3.connect(self._path, timeout=30, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable across process crashes, fast commits
+        # Every thread has a connection, and each would cache up to 2 MB of pages: forty threads of a crowd, 80 MB.
+        # The kernel caches the file for all of them, and a commit elsewhere empties a connection's cache anyway.
+        db.execute(f"PRAGMA cache_size = -{CONNECTION_CACHE_KIB}")
         return db
 
     @property
