@@ -1,5 +1,5 @@
 """The rules admin function, behind the IAM-authorized /admin/ routes of the HTTP API: kept apart from the registry,
-so that its cold start imports neither the cache nor the registry app."""
+so that its cold start neither imports nor builds the registry app."""
 
 from __future__ import annotations
 
