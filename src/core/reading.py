@@ -8,6 +8,9 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Iterator
+from typing import BinaryIO
+
+from core.errors import Unavailable
 
 MOST_BYTES = 1 << 20
 LEAST_BYTES = 64 << 10
@@ -35,6 +38,18 @@ class ReadBudget:
 
     def chunk_size(self) -> int:
         return max(self._least, min(self._most, self._budget // (2 * max(self._count, 1))))
+
+    def file_chunks(self, file: BinaryIO, offset: int, length: int) -> Iterator[bytes]:
+        """`length` bytes of a file from `offset`, as one reader, closing the file when done; Unavailable when the
+        file ends before (a response cut short, not one padded or silently short)."""
+        with file, self.reading() as chunk_size:
+            file.seek(offset)
+            while length > 0:
+                data = file.read(min(chunk_size(), length))
+                if not data:
+                    raise Unavailable(f"{getattr(file, 'name', 'a blob file')} is shorter than expected")
+                length -= len(data)
+                yield data
 
 
 READERS = ReadBudget()  # this process's: the clients of fills in flight and of cached files alike

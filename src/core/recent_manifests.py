@@ -16,6 +16,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from core.digest import Digest
+from core.expiring import Expiring
 from core.ports import ManifestRecord
 
 DEFAULT_MAX_BYTES = 32 * 1024 * 1024
@@ -34,11 +35,8 @@ class RecentManifests:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._max_bytes = max_bytes
-        self._max_records = max_records
-        self._max_age = max_age_seconds
-        self._clock = clock
         self._lock = threading.Lock()  # the local server answers from several threads
-        self._records: OrderedDict[RecordKey, tuple[ManifestRecord, float]] = OrderedDict()
+        self._records: Expiring[RecordKey, ManifestRecord] = Expiring(max_records, max_age_seconds, clock)
         self._data: OrderedDict[Digest, bytes] = OrderedDict()
         self._data_bytes = 0
 
@@ -48,33 +46,14 @@ class RecentManifests:
         return cls(max_bytes=0, max_records=0)
 
     def record(self, scope: str, repository: str, digest: Digest) -> ManifestRecord | None:
-        key = (scope, repository, digest)
-        with self._lock:
-            kept = self._records.get(key)
-            if kept is None:
-                return None
-            record, remembered_at = kept
-            if self._clock() - remembered_at >= self._max_age:
-                del self._records[key]
-                return None
-            self._records.move_to_end(key)
-            return record
+        return self._records.get((scope, repository, digest))
 
     def remember_record(self, scope: str, repository: str, record: ManifestRecord) -> None:
-        key = (scope, repository, record.digest)
-        with self._lock:
-            self._records[key] = (record, self._clock())
-            self._records.move_to_end(key)
-            while len(self._records) > self._max_records:
-                self._records.popitem(last=False)
+        self._records.put((scope, repository, record.digest), record)
 
     def pulled(self, scope: str, repository: str, digest: Digest, pulled_at: float) -> None:
         """A pull by digest was recorded: the next is due from this one (the record's age is unchanged)."""
-        key = (scope, repository, digest)
-        with self._lock:
-            kept = self._records.get(key)
-            if kept is not None:
-                self._records[key] = (dataclasses.replace(kept[0], pulled_at=pulled_at), kept[1])
+        self._records.change((scope, repository, digest), lambda kept: dataclasses.replace(kept, pulled_at=pulled_at))
 
     def data(self, digest: Digest) -> bytes | None:
         with self._lock:

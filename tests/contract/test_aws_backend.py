@@ -91,19 +91,20 @@ class TestS3BlobStore(BlobStoreContract):
             other = store.locate(digest, head=not head)
             assert isinstance(other, Redirect) and other.url != located.url, method
 
-    def test_a_verifying_store_redirects_only_to_objects_its_bucket_holds(self, aws: None, monkeypatch):
+    def test_a_verifying_store_redirects_only_to_objects_its_bucket_holds(self, aws: None):
         """A replica Region's stack: one HEAD before the first redirect to an object, remembered for SEEN_SECONDS."""
-        from pullthrough_adapters.aws import s3_blob_store
+        from pullthrough_adapters.aws.s3_blob_store import SEEN_SECONDS
 
         client = AwsClients(SETTINGS).s3
-        store = S3BlobStore(client, SETTINGS.bucket, verify_stored=True)
+        now = [0.0]
+        store = S3BlobStore(client, SETTINGS.bucket, verify_stored=True, clock=lambda: now[0])
         present, absent = Digest.of(b"here"), Digest.of(b"not here")
         store_bytes(store, present, b"here")
         assert store.locate(absent, head=False) is None
         assert isinstance(store.locate(present, head=False), Redirect)
         client.delete_object(Bucket=SETTINGS.bucket, Key=store.key(present))
         assert isinstance(store.locate(present, head=True), Redirect)  # remembered: no HEAD per request
-        monkeypatch.setattr(s3_blob_store, "SEEN_SECONDS", 0.0)
+        now[0] = SEEN_SECONDS
         assert store.locate(present, head=False) is None  # asked again once that is old
         assert isinstance(S3BlobStore(client, SETTINGS.bucket).locate(absent, head=False), Redirect)  # not verifying
 

@@ -45,6 +45,14 @@ NOT_AT_COLD_START = {
     "RefreshFunction": {"fastapi"},
     "SweepFunction": {"fastapi"},
 }
+# The AWS clients each function makes at its cold start (the API's are then in its SnapStart snapshot).
+CLIENTS_AT_COLD_START = {
+    "ApiFunction": {"s3", "dynamodb"},
+    "AdminFunction": {"dynamodb"},
+    "FillFunction": {"s3", "dynamodb"},
+    "RefreshFunction": {"s3", "dynamodb"},
+    "SweepFunction": {"s3", "dynamodb"},
+}
 API_GATEWAY_TIMEOUT_SECONDS = 30
 # SAM attaches these AWS managed policies to every role it generates (logs; X-Ray for Tracing: Active).
 SAM_MANAGED_POLICIES = {
@@ -502,6 +510,11 @@ def test_handler_is_importable(template: dict[str, Any], function: str, handler:
         "if not gc.isenabled() or gc.get_freeze_count() < 10000: sys.exit('the GC left off, or nothing frozen')\n"
         "extra = sorted(name for name in sys.argv[4].split(',') if name in sys.modules)\n"
         "if extra: sys.exit(f'the cold start imported {extra}')\n"
+        "from handlers.composition.aws import clients_for\n"
+        "from handlers.settings import AwsSettings\n"
+        "clients = vars(clients_for(AwsSettings.from_environment()))\n"
+        "made = sorted(name for name in ('s3', 'dynamodb') if name in clients)\n"
+        "if made != sorted(sys.argv[5].split(',')): sys.exit(f'the cold start made the clients {made}')\n"
     )
     result = subprocess.run(
         [
@@ -512,6 +525,7 @@ def test_handler_is_importable(template: dict[str, Any], function: str, handler:
             attribute,
             ",".join(LOCAL_MODE_MODULES),
             ",".join(NOT_AT_COLD_START[function]),
+            ",".join(CLIENTS_AT_COLD_START[function]),
         ],
         capture_output=True,
         text=True,

@@ -35,15 +35,24 @@ LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
 
 
 class AwsClients:
+    """A session's clients, each made when a function first asks for it (creating one costs tens of milliseconds of
+    cold start): the functions that serve requests make theirs at import, the admin function never makes S3's."""
+
+    RETRIES = Config(retries={"max_attempts": 3, "mode": "standard"})
+
     def __init__(self, settings: AwsSettings) -> None:
         self.session = boto3.session.Session()
-        retries = {"max_attempts": 3, "mode": "standard"}
         # Presigned URLs must name the regional virtual-hosted endpoint on AWS; an emulator on 127.0.0.1 needs paths.
-        addressing = "path" if settings.endpoint_url else "virtual"
-        self.s3 = self.session.client(
-            "s3", config=Config(signature_version="s3v4", s3={"addressing_style": addressing}, retries=retries)
-        )
-        self.dynamodb = self.session.client("dynamodb", config=Config(retries=retries))
+        self._addressing = "path" if settings.endpoint_url else "virtual"
+
+    @functools.cached_property
+    def s3(self) -> Any:
+        addressing = Config(signature_version="s3v4", s3={"addressing_style": self._addressing})
+        return self.session.client("s3", config=self.RETRIES.merge(addressing))
+
+    @functools.cached_property
+    def dynamodb(self) -> Any:
+        return self.session.client("dynamodb", config=self.RETRIES)
 
     def lambda_client(self) -> Any:
         return self.session.client("lambda")

@@ -331,18 +331,7 @@ def _blob_answer(
         content: Iterator[bytes] | AsyncIterator[bytes] = lanes.stream(streamed) if lanes is not None else streamed
         return StreamingResponse(content, status_code=status, headers=headers)
     assert file is not None  # a LocalBlob, not a HEAD: _opened opened it
-    return StreamingResponse(_file_chunks(file, start, length), status_code=status, headers=headers)
-
-
-def _file_chunks(file: BinaryIO, offset: int, length: int) -> Iterator[bytes]:
-    with file, READERS.reading() as chunk_size:
-        file.seek(offset)
-        while length > 0:
-            data = file.read(min(chunk_size(), length))
-            if not data:
-                return
-            length -= len(data)
-            yield data
+    return StreamingResponse(READERS.file_chunks(file, start, length), status_code=status, headers=headers)
 
 
 def _pagination(request: Request) -> tuple[int | None, str | None]:

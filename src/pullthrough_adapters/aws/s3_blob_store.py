@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -20,6 +18,7 @@ from botocore.exceptions import ClientError
 
 from core.digest import Digest, DigestVerifier
 from core.errors import DigestMismatch, Unavailable
+from core.expiring import Expiring
 from core.ports import Redirect
 
 MIB = 1 << 20
@@ -123,6 +122,7 @@ class S3BlobStore:
         presign_seconds: int = 600,
         credentials_expiry: Callable[[], float | None] = lambda: None,
         verify_stored: bool = False,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """`verify_stored`: redirect only to objects this bucket holds (one HEAD, remembered for a while). A stack in
         a replica Region needs it: the records it reads are global, the bytes its bucket holds arrive later, or were
@@ -131,7 +131,7 @@ class S3BlobStore:
         self._bucket = bucket
         self._presign_seconds = presign_seconds
         self._credentials_expiry = credentials_expiry
-        self._seen: _SeenObjects | None = _SeenObjects() if verify_stored else None
+        self._seen: Expiring[Digest, bool] | None = Expiring(SEEN_MAX, SEEN_SECONDS, clock) if verify_stored else None
 
     @staticmethod
     def key(digest: Digest) -> str:
@@ -175,10 +175,10 @@ class S3BlobStore:
     def locate(self, digest: Digest, *, head: bool) -> Redirect | None:
         """A URL signed for the method the client will use: S3 refuses a HEAD on a GET-signed URL. None only when
         verifying, for an object this bucket does not hold."""
-        if self._seen is not None and not self._seen.recently(digest):
+        if self._seen is not None and self._seen.get(digest) is None:
             if not self.exists(digest):
                 return None
-            self._seen.add(digest)
+            self._seen.put(digest, True)
         url = self._client.generate_presigned_url(
             "head_object" if head else "get_object",
             Params={"Bucket": self._bucket, "Key": self.key(digest)},
@@ -193,24 +193,3 @@ class S3BlobStore:
             return self._presign_seconds
         remaining = int(expiry - time.time()) - PRESIGN_MARGIN_SECONDS
         return max(1, min(self._presign_seconds, remaining))
-
-
-class _SeenObjects:
-    """Digests whose objects a HEAD found lately: each is asked again after SEEN_SECONDS (a bucket's lifecycle may
-    have expired it), and at most SEEN_MAX are kept (the oldest go first)."""
-
-    def __init__(self) -> None:
-        self._seen: OrderedDict[Digest, float] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def recently(self, digest: Digest) -> bool:
-        with self._lock:
-            seen_at = self._seen.get(digest)
-            return seen_at is not None and time.monotonic() - seen_at < SEEN_SECONDS
-
-    def add(self, digest: Digest) -> None:
-        with self._lock:
-            self._seen[digest] = time.monotonic()
-            self._seen.move_to_end(digest)
-            while len(self._seen) > SEEN_MAX:
-                self._seen.popitem(last=False)

@@ -233,7 +233,7 @@ class _Follower:
             while not self._stored():
                 self._check_stall(waited_since)
                 time.sleep(FOLLOW_POLL_SECONDS)
-            yield from _read_range(self._store.path(self._job.digest), offset, length)
+            yield from READERS.file_chunks(self._store.path(self._job.digest).open("rb"), offset, length)
             return
         with file, READERS.reading() as chunk_size:
             file.seek(offset)
@@ -365,14 +365,3 @@ def _open_first(*paths: Path) -> BinaryIO | None:
         except FileNotFoundError:
             continue
     return None
-
-
-def _read_range(path: Path, offset: int, length: int) -> Iterator[bytes]:
-    with path.open("rb") as file, READERS.reading() as chunk_size:
-        file.seek(offset)
-        while length > 0:
-            data = file.read(min(chunk_size(), length))
-            if not data:
-                raise Unavailable(f"{path.name} is shorter than expected")
-            length -= len(data)
-            yield data

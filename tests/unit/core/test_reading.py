@@ -1,3 +1,6 @@
+import pytest
+
+from core.errors import Unavailable
 from core.reading import ReadBudget
 
 
@@ -32,3 +35,23 @@ def test_a_reader_that_fails_still_leaves():
         pass
     with budget.reading() as chunk_size:
         assert chunk_size() == 2 << 20  # alone: the failed reader no longer counts
+
+
+def test_a_files_range_comes_in_budgeted_chunks_and_the_file_is_closed(tmp_path):
+    path = tmp_path / "blob"
+    path.write_bytes(bytes(range(256)) * 1024)  # 256 KiB
+    budget = ReadBudget(budget_bytes=1 << 20, most=100_000, least=1)
+    file = path.open("rb")
+    chunks = list(budget.file_chunks(file, 1000, 200_000))
+    assert b"".join(chunks) == path.read_bytes()[1000:201_000]
+    assert [len(chunk) for chunk in chunks] == [100_000, 100_000]
+    assert file.closed
+
+
+def test_a_file_shorter_than_its_range_cuts_the_response_short_with_an_error(tmp_path):
+    path = tmp_path / "blob"
+    path.write_bytes(b"x" * 10)
+    chunks = ReadBudget().file_chunks(path.open("rb"), 4, 100)
+    assert next(chunks) == b"x" * 6
+    with pytest.raises(Unavailable, match="shorter than expected"):
+        next(chunks)
