@@ -205,9 +205,18 @@ def test_corrupt_blob_never_reaches_the_client_whole(client, upstream, image, tm
     assert upstream.calls["open_blob"] == 1  # fetched again: nothing of the corrupt copy was kept
 
 
-def test_content_deleted_behind_the_cache_is_fetched_again(client, upstream, image, tmp_path):
+def wait_for_fills(cache) -> None:
+    """Until the fills in flight let go: a client has its bytes before its fill has stored (renamed into place) and
+    recorded the blob, and a test that deletes the file must not race that."""
+    deadline = time.monotonic() + 10
+    while cache._filler._fills and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def test_content_deleted_behind_the_cache_is_fetched_again(client, cache, upstream, image, tmp_path):
     manifest = client.get("/v2/up/library/app/manifests/v1")
     client.get(f"/v2/up/library/app/blobs/{image['layer']}")
+    wait_for_fills(cache)
     for digest in (image["manifest"], image["layer"]):  # as if someone cleaned the data directory by hand
         encoded = digest.split(":")[1]
         (tmp_path / "data" / "blobs" / "sha256" / encoded[:2] / encoded).unlink()
@@ -221,11 +230,9 @@ def test_content_deleted_behind_the_cache_is_fetched_again(client, upstream, ima
 def test_a_blob_deleted_between_its_lookup_and_its_answer_is_filled_again(client, cache, upstream, image, tmp_path):
     """The lifecycle may delete a file in the instant after a request found it: the request fills it again."""
     client.get(f"/v2/up/library/app/blobs/{image['layer']}")
-    # The client has its bytes before the fill has recorded and let go of the blob; a request that joined that fill
-    # after the deletion below would find the file it just stored gone (the lifecycle never deletes one that young).
-    deadline = time.monotonic() + 10
-    while cache._filler._fills and time.monotonic() < deadline:
-        time.sleep(0.01)
+    # A request that joined the fill after the deletion below would find the file it just stored gone (the
+    # lifecycle never deletes one that young).
+    wait_for_fills(cache)
     encoded = image["layer"].split(":")[1]
     path = tmp_path / "data" / "blobs" / "sha256" / encoded[:2] / encoded
     found = cache.lookup_blob
