@@ -4,6 +4,7 @@ upstreams, with real clients."""
 
 from __future__ import annotations
 
+import hashlib
 import resource
 import socket
 import threading
@@ -212,3 +213,24 @@ def test_missing_names_cost_the_upstream_one_request_and_each_client_has_a_budge
         assert 0 < int(over.headers["retry-after"]) <= 2 * 60  # may reach into the next minute
         for _ in range(20):  # cached: never limited
             assert client.get(f"/v2/up/{image.repository}/manifests/{image.tag}").status_code == 200
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_server_stopped_mid_download_finishes_it_before_exiting(
+    tmp_path: Path, faulty: FaultyUpstream, test_images, workers: int
+):
+    """SIGTERM while a blob downloads, its client gone: the server stores the verified blob and leaves no partial
+    file behind, instead of dying mid-way and downloading it all again after the restart."""
+    image: TestImage = test_images["big"]
+    faulty.faults.slow_body_paths = "/blobs/"
+    faulty.faults.slow_body_seconds = 0.002  # 64 KiB pieces: 64 MiB take a few seconds
+    blob_path = f"/v2/up/{image.repository}/blobs/{image.largest_blob}"
+    cache = serve(tmp_path / "cache", ("up", faulty.url), workers=workers)
+    with cache:
+        with httpx.stream("GET", cache.url + blob_path) as response:
+            next(response.iter_raw())  # under way; the client leaves
+        cache.stop()  # SIGTERM; SIGKILL after 10 s
+        assert list((cache.data_dir / "tmp").iterdir()) == []
+        cache.start()
+        assert hashlib.sha256(httpx.get(cache.url + blob_path).content).hexdigest() == image.largest_blob[7:]
+    assert faulty.count("GET", "/blobs/") == 1

@@ -1,8 +1,9 @@
 """The lifecycle in the background of `serve`: what the scheduled sweep function does on AWS, done by the server.
 
 Every worker process runs a janitor; a lease in the metadata store lets one of them work at a time. Each round it
-keeps the content under --max-cache-size (when set), sweeps expired images every --gc-interval, and deletes the
-bytes orphaned for the grace period.
+keeps the content under --max-cache-size (when set), sweeps expired images every --gc-interval, deletes the bytes
+orphaned for the grace period, and removes the partial downloads of processes killed mid-fill (on AWS, the bucket's
+AbortIncompleteMultipartUpload rule does that).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class Janitor:
         sweep_every: float,
         usage: Callable[[], int],
         cap: int | None,
+        remove_abandoned: Callable[[], int] = lambda: 0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._lifecycler = lifecycler
@@ -39,6 +41,7 @@ class Janitor:
         self._sweep_every = sweep_every
         self._usage = usage
         self._cap = cap
+        self._remove_abandoned = remove_abandoned
         self._clock = clock
         self._owner = uuid.uuid4().hex
         self._next_sweep = clock() + sweep_every
@@ -72,6 +75,7 @@ class Janitor:
                 report = self._lifecycler.sweep()  # deletes the orphans past their grace too
             else:
                 report = self._lifecycler.delete_orphans()
+            self._remove_abandoned()
             if report.tags_forgotten or report.manifests_forgotten or report.blobs_forgotten or report.deleted:
                 log.info("lifecycle: %s", report.to_dict())
         finally:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -32,16 +33,19 @@ from handlers.rules_file import load_rules
 from handlers.settings import TOKEN_SERVICE, DataDir, LocalSettings
 from pullthrough_adapters.local.blob_store import FileBlobStore
 from pullthrough_adapters.local.events import LogEvents
-from pullthrough_adapters.local.filler import TeeFiller
+from pullthrough_adapters.local.filler import ABANDONED_AFTER_SECONDS, TeeFiller, remove_abandoned
 from pullthrough_adapters.local.metadata_store import SqliteMetadataStore
 from pullthrough_adapters.local.prometheus import MULTIPROCESS_DIRECTORY, PrometheusMetrics, StateCollector
 from pullthrough_adapters.local.signing_keys import FileSigningKeys
 from pullthrough_adapters.upstream.addresses import AddressPolicy
 from pullthrough_adapters.upstream.client import HttpUpstreams, ResponseHook
 
+log = logging.getLogger(__name__)
+
 RULES_RELOAD_SECONDS = 5.0
 USAGE_FLUSH_SECONDS = 5.0  # how often a server process writes its usage totals (what `stats` and `/` read)
 STORED_BYTES_MAX_AGE_SECONDS = 30.0  # the stored bytes are a walk of the blob directory
+FILLS_DRAIN_SECONDS = 10.0  # a stopping server lets its downloads finish this long (inside Kubernetes' 30 s grace)
 
 
 def metadata_store(data_dir: DataDir) -> SqliteMetadataStore:
@@ -65,11 +69,13 @@ def build_cache(
     metadata: SqliteMetadataStore,
     metrics: Metrics | None = None,
     on_upstream_response: ResponseHook | None = None,
+    filler: TeeFiller | None = None,
 ) -> PullThroughCache:
     blobs = blob_store(settings.data_dir)
+    filler = filler or TeeFiller(blobs, metadata)
     upstreams = HttpUpstreams(AddressPolicy(settings.upstream.allow_private), settings.upstream.timeout_seconds,
                               on_response=on_upstream_response)  # fmt: skip
-    return PullThroughCache(rule_source(settings, metadata), metadata, blobs, upstreams, TeeFiller(blobs, metadata),
+    return PullThroughCache(rule_source(settings, metadata), metadata, blobs, upstreams, filler,
                             metrics=metrics, recent=RecentManifests())  # fmt: skip
 
 
@@ -85,8 +91,9 @@ def build_app(settings: LocalSettings, prometheus: PrometheusMetrics, usage: Usa
     auth = authenticator(settings.data_dir, metadata) if settings.auth == "token" else None
     realm = f"{settings.public_url}/token"
     budget = MissBudget(metadata, MissBudgetPolicy(settings.miss_budget))
-    cache = build_cache(settings, metadata, AllMetrics(prometheus, usage), prometheus.observe_upstream)
     blobs = blob_store(settings.data_dir)
+    filler = TeeFiller(blobs, metadata)
+    cache = build_cache(settings, metadata, AllMetrics(prometheus, usage), prometheus.observe_upstream, filler)
     stored_bytes = _remembered(blobs.usage, STORED_BYTES_MAX_AGE_SECONDS)
     sources = StatusSources(cache.rule_source, metadata, metadata, metadata, blobs, stored_bytes)
     state = StateCollector(lambda: _content_by_rule(cache.rule_source, metadata), stored_bytes,
@@ -97,6 +104,7 @@ def build_app(settings: LocalSettings, prometheus: PrometheusMetrics, usage: Usa
     app = create_app(cache, auth, token_realm=lambda request: realm, budget=budget, lanes=UpstreamLanes(),
                      pages=pages, page_error=status_error)  # fmt: skip
     app.add_middleware(ObservedRequests, observe=prometheus.observe_request)
+    app.router.on_shutdown.append(lambda: _drain(filler))
     app.router.on_shutdown.append(usage.flush)
     return app
 
@@ -137,14 +145,22 @@ def build_lifecycler(
 def build_janitor(settings: LocalSettings, metrics: Metrics | None = None) -> Janitor:
     """The lifecycle in the background of `serve`: sweeps, the size cap and the deletion of orphaned bytes."""
     lifecycler = build_lifecycler(settings, grace_seconds=settings.gc_grace_seconds, metrics=metrics)
+    blobs = blob_store(settings.data_dir)
     return Janitor(lifecycler, metadata_store(settings.data_dir), sweep_every=settings.gc_interval_seconds,
-                   usage=blob_store(settings.data_dir).usage, cap=settings.max_cache_size)  # fmt: skip
+                   usage=blobs.usage, cap=settings.max_cache_size,
+                   remove_abandoned=lambda: remove_abandoned(blobs))  # fmt: skip
 
 
 def build_report(settings: LocalSettings) -> Report:
     """`pullthrough stats`: the same report the status page shows."""
     metadata = metadata_store(settings.data_dir)
     return report(rule_source(settings, metadata).current(), metadata, metadata, metadata, time.time())
+
+
+def _drain(filler: TeeFiller) -> None:
+    if not filler.drain(FILLS_DRAIN_SECONDS):
+        log.warning("stopping with downloads unfinished; their partial files are removed after %d s",
+                    ABANDONED_AFTER_SECONDS)  # fmt: skip
 
 
 def _content_by_rule(rules: RuleSource, records: SqliteMetadataStore) -> dict[str, tuple[int, int, int]]:

@@ -48,6 +48,10 @@ FILL_BASE_SECONDS = 300.0
 FILL_SECONDS_PER_BYTE = 1.0 / (1 << 20)
 MIN_FREE_BYTES = 512 << 20  # a fill never takes the disk below this
 SPACE_CHECK_EVERY = 64 << 20
+# A live fill writes its temp file at least every few minutes, or its reads time out and it removes the file: one
+# untouched for an hour belongs to a process that was killed mid-fill.
+ABANDONED_AFTER_SECONDS = 3600.0
+POINTER_PREFIX = "fill-"
 
 
 def fill_deadline(size: int | None) -> float:
@@ -307,7 +311,7 @@ class TeeFiller:
         return stored if stored is not None and stored.size == size else None
 
     def _pointer_path(self, job: FillJob) -> Path:
-        return self._store.temp_dir / f"fill-{hashlib.sha256(job.lease_key.encode()).hexdigest()[:40]}.json"
+        return self._store.temp_dir / f"{POINTER_PREFIX}{hashlib.sha256(job.lease_key.encode()).hexdigest()[:40]}.json"
 
     def _start(
         self, job: FillJob, owner: str, pointer: Path, source: BlobSource, on_commit: Callable[[int], None]
@@ -326,6 +330,14 @@ class TeeFiller:
         threading.Thread(target=fill.run, args=(source, on_commit, done), daemon=True).start()
         return fill
 
+    def drain(self, timeout: float) -> bool:
+        """Until the fills this process runs have finished, for at most `timeout` seconds: a server shutting down
+        neither kills a download that is past its last byte nor leaves its temp file behind. True if none is left."""
+        deadline = time.monotonic() + timeout
+        while self._fills and time.monotonic() < deadline:
+            time.sleep(FOLLOW_POLL_SECONDS)
+        return not self._fills
+
     def _serve(self, fill: _Fill) -> BlobBody:
         fill.wait_started()
         if fill.size is None:  # no Content-Length from the upstream: serve once complete
@@ -334,6 +346,37 @@ class TeeFiller:
             assert stored is not None
             return stored
         return StreamedBlob(fill.size, fill.chunks, fill.wait_committed)
+
+
+def remove_abandoned(store: FileBlobStore, *, older_than: float = ABANDONED_AFTER_SECONDS) -> int:
+    """Delete what server processes killed mid-fill left in the temp directory: files nobody wrote for `older_than`
+    seconds, and pointers as old whose temp file is gone (a live fill's pointer may be older: its temp file is not).
+    Returns the bytes freed."""
+    cutoff = time.time() - older_than
+    freed = 0
+    pointers = []
+    for path in store.temp_dir.iterdir():
+        if path.name.startswith(POINTER_PREFIX) and path.suffix == ".json":
+            pointers.append(path)
+            continue
+        freed += _unlink_if_older(path, cutoff)
+    for path in pointers:
+        pointer = _read_pointer(path)
+        if pointer is None or not pointer.temp_path.exists():
+            freed += _unlink_if_older(path, cutoff)
+    return freed
+
+
+def _unlink_if_older(path: Path, cutoff: float) -> int:
+    try:
+        found = path.stat()
+        if found.st_mtime >= cutoff:
+            return 0
+        path.unlink()
+    except FileNotFoundError:  # its fill finished or cleaned up meanwhile
+        return 0
+    log.info("removed the abandoned %s (%d bytes)", path.name, found.st_size)
+    return found.st_size
 
 
 def _publish(path: Path, pointer: _Pointer) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -12,7 +14,7 @@ from core.digest import Digest
 from core.errors import BlobUnknown, Denied, DigestMismatch, Unavailable
 from core.ports import FillJob, StreamedBlob
 from pullthrough_adapters.local.blob_store import FileBlobStore
-from pullthrough_adapters.local.filler import TeeFiller
+from pullthrough_adapters.local.filler import ABANDONED_AFTER_SECONDS, TeeFiller, remove_abandoned
 from pullthrough_adapters.local.metadata_store import SqliteMetadataStore
 from tests.fakes import FakeUpstream
 
@@ -257,3 +259,45 @@ def test_clients_of_fills_read_smaller_chunks_as_they_add_up(tmp_path: Path):
 
     assert max(fill_and_read("alone", 1)) == 1 << 20
     assert max(fill_and_read("crowd", 50)) <= (32 << 20) // (2 * 50)
+
+
+def test_a_stopping_server_waits_for_its_fills_to_finish(tmp_path: Path, upstream: FakeUpstream):
+    """The client that started a fill may be gone (or done: it has its bytes before the fill is renamed and recorded);
+    the server's shutdown waits for the download instead of killing it mid-way and leaving its files behind."""
+    digest = upstream.add_blob("repo", DATA)
+    filler, metadata = process(tmp_path)
+    filler.fill(FillJob("up/repo", "up", "repo", digest), lambda: upstream.open_blob("repo", digest),
+                lambda size: metadata.put_blob("up", "repo", digest, size))  # fmt: skip
+    assert not filler.drain(0.05)  # 16 chunks at 20 ms: still downloading
+    assert filler.drain(10)
+    assert metadata.get_blob("up", "repo", digest) == len(DATA)
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_the_files_of_a_process_killed_mid_fill_are_removed_once_abandoned(tmp_path: Path):
+    store = FileBlobStore(tmp_path)
+    aged = time.time() - ABANDONED_AFTER_SECONDS - 60
+
+    def put(name: str, content: bytes, *, old: bool) -> Path:
+        path = store.temp_dir / name
+        path.write_bytes(content)
+        if old:
+            os.utime(path, (aged, aged))
+        return path
+
+    def pointer(name: str, temp: str) -> Path:
+        return put(name, json.dumps({"temp": temp, "size": 100}).encode(), old=True)
+
+    killed = put("deadbeef00000000.killed", b"k" * 100, old=True)
+    killed_pointer = pointer("fill-aaaa.json", killed.name)
+    long_fill = put("deadbeef00000000.live", b"l" * 10, old=False)  # a fill of hours: still written to
+    long_fill_pointer = pointer("fill-bbbb.json", long_fill.name)
+    unreadable_pointer = put("fill-cccc.json", b"{", old=True)
+    staging = put("fill-dddd.json.0123abcd", b"{}", old=True)  # killed between writing and renaming a pointer
+    fresh_pointer = put("fill-eeee.json", json.dumps({"temp": "gone", "size": 1}).encode(), old=False)
+
+    abandoned_bytes = sum(path.stat().st_size for path in (killed, killed_pointer, unreadable_pointer, staging))
+
+    assert remove_abandoned(store) == abandoned_bytes
+    assert sorted(path.name for path in store.temp_dir.iterdir()) == sorted(
+        [long_fill.name, long_fill_pointer.name, fresh_pointer.name])  # fmt: skip

@@ -241,15 +241,19 @@ def test_the_background_janitor_works_one_process_at_a_time_and_sweeps_on_its_in
     clock.advance(8 * DAY)
     metadata = expiring._metadata
     ticks = iter([0.0, 0.0, 5.0, 11.0, 11.0])  # monotonic: both built at 0, then read by each round of `one`
+    abandoned_removals: list[str] = []
     one, other = (Janitor(lifecycler, metadata, sweep_every=10, usage=lambda: 0, cap=None,
+                          remove_abandoned=lambda: abandoned_removals.append("round") or 0,
                           clock=lambda: next(ticks)) for _ in range(2))  # fmt: skip
     assert metadata.acquire_lease("lifecycle", "someone else", 60)
     one.run_once()  # another process holds the lease: nothing happens
+    assert abandoned_removals == []
     metadata.release_lease("lifecycle", "someone else")
     one.run_once()  # at 5 s: not yet time to sweep
     assert expiring._metadata.get_tag("up", "library/gone", "v1") is not None
     one.run_once()  # at 11 s: the sweep
     assert expiring._metadata.get_tag("up", "library/gone", "v1") is None
+    assert abandoned_removals == ["round", "round"]  # partial downloads of killed processes: every round
     assert other.tick == 10
 
 
